@@ -1,0 +1,176 @@
+//! The container: one threshold vector and mask per thresholded layer, kept across steps.
+
+use burn::tensor::{Bool, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DtcConfig, DtcError};
+use crate::masks::{alive_filters, filter_thresholds, stripe_mask};
+
+/// The thresholds and masks of one layer after a step.
+#[derive(Debug, Clone)]
+pub struct LayerMasks {
+    /// `T_f [Cout]`.
+    pub thresholds: Tensor<1>,
+    /// Live stripes `[Cout, kh, kw]`.
+    pub stripes: Tensor<3, Bool>,
+    /// Live filters `[Cout]`.
+    pub alive: Tensor<1, Bool>,
+}
+
+/// Serialisable DTC state: the stripe masks in force. Thresholds are not stored: each step
+/// recomputes them from the skeleton.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DtcState {
+    /// Per layer, `[Cout, kh, kw]` and the row-major stripe mask; `None` before the first step.
+    pub layers: Vec<Option<(Vec<usize>, Vec<bool>)>>,
+}
+
+/// Per-filter thresholds and stripe masks for every thresholded layer (METHOD §4).
+#[derive(Debug, Clone)]
+pub struct ThresholdContainer {
+    config: DtcConfig,
+    layers: Vec<Option<LayerMasks>>,
+}
+
+impl ThresholdContainer {
+    /// An empty container; fails on an invalid configuration.
+    pub fn new(config: DtcConfig) -> Result<Self, DtcError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            layers: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DtcConfig {
+        &self.config
+    }
+
+    /// Sets the base threshold δ for the following steps.
+    pub fn set_threshold(&mut self, threshold: f64) -> Result<(), DtcError> {
+        let config = DtcConfig::new().with_threshold(threshold);
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// One DTC step for layer `index` with skeleton values `skeleton [Cout, kh, kw]`: recomputes
+    /// its thresholds and its mask (and-ed with the mask in force) and returns them.
+    pub fn update(&mut self, index: usize, skeleton: Tensor<3>) -> &LayerMasks {
+        if self.layers.len() <= index {
+            self.layers.resize(index + 1, None);
+        }
+        let skeleton = skeleton.detach().inner();
+        let thresholds = filter_thresholds(skeleton.clone(), self.config.threshold);
+        let mut stripes = stripe_mask(skeleton, thresholds.clone());
+        if let Some(previous) = &self.layers[index] {
+            stripes = stripes.bool_and(previous.stripes.clone());
+        }
+        let alive = alive_filters(stripes.clone());
+        self.layers[index].insert(LayerMasks {
+            thresholds,
+            stripes,
+            alive,
+        })
+    }
+
+    /// The masks of layer `index` in force, if it was updated or loaded.
+    pub fn masks(&self, index: usize) -> Option<&LayerMasks> {
+        self.layers.get(index).and_then(Option::as_ref)
+    }
+
+    /// The masks as plain data (reads the device).
+    pub fn state(&self) -> DtcState {
+        DtcState {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|m| {
+                        let data = m.stripes.to_data();
+                        (data.shape().to_vec(), data.iter::<bool>().collect())
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores masks saved by [`ThresholdContainer::state`]. `skeletons` gives each layer's
+    /// current skeleton (for its shape and device); thresholds are recomputed from it.
+    pub fn load_state(&mut self, state: &DtcState, skeletons: &[Tensor<3>]) -> Result<(), DtcError> {
+        let mut layers = Vec::with_capacity(state.layers.len());
+        for (layer, saved) in state.layers.iter().enumerate() {
+            let Some((shape, mask)) = saved else {
+                layers.push(None);
+                continue;
+            };
+            let skeleton = skeletons.get(layer).map(|s| s.clone().detach().inner());
+            let expected = skeleton.as_ref().map(|s| s.dims().to_vec()).unwrap_or_default();
+            if skeleton.is_none() || *shape != expected || mask.len() != shape.iter().product::<usize>() {
+                return Err(DtcError::StateMismatch {
+                    layer,
+                    expected,
+                    found: shape.clone(),
+                });
+            }
+            let skeleton = skeleton.expect("checked above");
+            let stripes = Tensor::<3, Bool>::from_data(
+                TensorData::new(mask.clone(), shape.clone()),
+                &skeleton.device(),
+            );
+            layers.push(Some(LayerMasks {
+                thresholds: filter_thresholds(skeleton, self.config.threshold),
+                alive: alive_filters(stripes.clone()),
+                stripes,
+            }));
+        }
+        self.layers = layers;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{bools, tensor};
+
+    #[test]
+    fn a_pruned_stripe_stays_pruned() {
+        let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
+        // Step 1: L1s 4, 1 → T = 0.3125, 1.25: row 1 (0.5, 0.5) dies.
+        let s = tensor(vec![1.0, -3.0, 0.5, 0.5], [2, 1, 2]);
+        assert_eq!(bools(dtc.update(0, s).stripes.clone()), vec![true, true, false, false]);
+        // Step 2: row 1 grew back above its threshold, but stays pruned.
+        let s = tensor(vec![1.0, -3.0, 5.0, 5.0], [2, 1, 2]);
+        let m = dtc.update(0, s);
+        assert_eq!(bools(m.stripes.clone()), vec![true, true, false, false]);
+        assert_eq!(bools(m.alive.clone()), vec![true, false]);
+    }
+
+    #[test]
+    fn one_by_one_kernels() {
+        // 1×1: one stripe per filter; L1 = |s|; T_f = δ·mean/|s_f|: 0.5·2/1 = 1, 0.5·2/3 = 1/3.
+        let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
+        let m = dtc.update(0, tensor(vec![1.0, -3.0], [2, 1, 1]));
+        assert_eq!(bools(m.stripes.clone()), vec![false, true]);
+    }
+
+    #[test]
+    fn state_round_trips_and_checks_shapes() {
+        let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
+        let s = tensor(vec![1.0, -3.0, 0.5, 0.5], [2, 1, 2]);
+        dtc.update(0, s.clone());
+        let state = dtc.state();
+        assert_eq!(state.layers[0], Some((vec![2, 1, 2], vec![true, true, false, false])));
+        let mut restored = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
+        restored.load_state(&state, &[s]).unwrap();
+        assert_eq!(restored.state(), state);
+        let wrong = tensor(vec![1.0; 6], [3, 1, 2]);
+        assert!(matches!(
+            restored.load_state(&state, &[wrong]),
+            Err(DtcError::StateMismatch { layer: 0, .. })
+        ));
+        assert!(DtcConfig::new().with_threshold(-0.1).validate().is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! Errors of model construction.
+
+/// A model or layer configuration that cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ZooError {
+    /// A size that must be positive is zero.
+    #[error("{what} must be ≥ 1, got 0")]
+    Zero {
+        /// Which size.
+        what: &'static str,
+    },
+    /// A tensor handed to a constructor has the wrong shape.
+    #[error("{what}: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        /// Which tensor.
+        what: &'static str,
+        /// Expected shape.
+        expected: Vec<usize>,
+        /// Shape given.
+        found: Vec<usize>,
+    },
+    /// A model configuration is inconsistent.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+}

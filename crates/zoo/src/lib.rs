@@ -1,0 +1,21 @@
+//! The prunable convolution, the trait through which models declare their prunable layers, and
+//! the model zoo built from them (METHOD §1, §4).
+//!
+//! - [`SkeletonConv2d`]: a convolution with a learnable per-filter skeleton `S [Cout, kh, kw]`,
+//!   forward `conv2d(x, W ⊙ S[:, None])`;
+//! - [`Prunable`] / [`PrunableLayers`]: a model lists its prunable layers, which of them are
+//!   thresholded, and which BatchNorm each one drives — a few lines per model, no name matching;
+//! - [`vgg`] and [`resnet`]: CIFAR VGG and ResNet as in the reference code, declaring the
+//!   reference's thresholding and coupling rules.
+//!
+//! The zoo knows layers and couplings, not the pruner.
+
+mod error;
+mod prunable;
+pub mod resnet;
+mod skeleton_conv;
+pub mod vgg;
+
+pub use error::ZooError;
+pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers};
+pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};

@@ -1,0 +1,240 @@
+//! The prunable convolution: a conv whose weight is scaled by a learnable filter skeleton.
+
+use burn::config::Config;
+use burn::module::{Content, DisplaySettings, Initializer, Module, ModuleDisplay, Param};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+
+use crate::ZooError;
+
+/// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
+///
+/// ```rust,ignore
+/// let conv = SkeletonConv2dConfig::new([3, 16], [3, 3]).with_stride([2, 2]).init(&device)?;
+/// ```
+#[derive(Config, Debug)]
+pub struct SkeletonConv2dConfig {
+    /// Input and output channels `[Cin, Cout]`.
+    pub channels: [usize; 2],
+    /// Kernel size `[kh, kw]`.
+    pub kernel_size: [usize; 2],
+    /// Stride.
+    #[config(default = "[1, 1]")]
+    pub stride: [usize; 2],
+    /// Zero padding; `None` means `[kh / 2, kw / 2]` (the reference's choice).
+    #[config(default = "None")]
+    pub padding: Option<[usize; 2]>,
+    /// Whether the conv has a bias (the reference's convs have none).
+    #[config(default = false)]
+    pub bias: bool,
+    /// Initializer of the weight (the skeleton starts at ones).
+    #[config(
+        default = "Initializer::KaimingUniform{gain:1.0/num_traits::Float::sqrt(3.0),fan_out_only:false}"
+    )]
+    pub initializer: Initializer,
+}
+
+/// A 2-D convolution with a learnable filter skeleton (METHOD §1).
+///
+/// Forward: `y = conv2d(x, W ⊙ S[:, None, :, :]) + b`. A *stripe* is `W[f, :, i, j]`; pruning it
+/// means `S[f, i, j] = 0`.
+#[derive(Module, Debug)]
+#[module(custom_display)]
+pub struct SkeletonConv2d {
+    /// Weight `W`, shape `[Cout, Cin, kh, kw]`.
+    pub weight: Param<Tensor<4>>,
+    /// Filter skeleton `S`, shape `[Cout, kh, kw]`, initialised to ones.
+    pub skeleton: Param<Tensor<3>>,
+    /// Optional bias, shape `[Cout]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding.
+    pub padding: [usize; 2],
+}
+
+impl SkeletonConv2dConfig {
+    fn check(&self) -> Result<(), ZooError> {
+        let sizes = [
+            ("input channels", self.channels[0]),
+            ("output channels", self.channels[1]),
+            ("kernel height", self.kernel_size[0]),
+            ("kernel width", self.kernel_size[1]),
+            ("stride", self.stride[0].min(self.stride[1])),
+        ];
+        match sizes.into_iter().find(|(_, v)| *v == 0) {
+            Some((what, _)) => Err(ZooError::Zero { what }),
+            None => Ok(()),
+        }
+    }
+
+    fn padding(&self) -> [usize; 2] {
+        self.padding
+            .unwrap_or([self.kernel_size[0] / 2, self.kernel_size[1] / 2])
+    }
+
+    /// Builds the layer with a freshly initialised weight and an all-ones skeleton.
+    pub fn init(&self, device: &Device) -> Result<SkeletonConv2d, ZooError> {
+        self.check()?;
+        let [cin, cout] = self.channels;
+        let [kh, kw] = self.kernel_size;
+        let weight = self.initializer.init_with(
+            [cout, cin, kh, kw],
+            Some(cin * kh * kw),
+            Some(cout * kh * kw),
+            device,
+        );
+        let bias = self.bias.then(|| {
+            self.initializer
+                .init_with([cout], Some(cin * kh * kw), Some(cout * kh * kw), device)
+        });
+        Ok(SkeletonConv2d {
+            weight,
+            skeleton: Param::from_tensor(Tensor::ones([cout, kh, kw], device)),
+            bias,
+            stride: self.stride,
+            padding: self.padding(),
+        })
+    }
+
+    /// Builds the layer from given tensors (pretrained weights, a saved skeleton), checking
+    /// their shapes against the configuration.
+    pub fn init_from(
+        &self,
+        weight: Tensor<4>,
+        skeleton: Tensor<3>,
+        bias: Option<Tensor<1>>,
+    ) -> Result<SkeletonConv2d, ZooError> {
+        self.check()?;
+        let [cin, cout] = self.channels;
+        let [kh, kw] = self.kernel_size;
+        let expect = |what, expected: Vec<usize>, found: Vec<usize>| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(ZooError::Shape {
+                    what,
+                    expected,
+                    found,
+                })
+            }
+        };
+        expect("weight", vec![cout, cin, kh, kw], weight.dims().to_vec())?;
+        expect("skeleton", vec![cout, kh, kw], skeleton.dims().to_vec())?;
+        if let Some(b) = &bias {
+            expect("bias", vec![cout], b.dims().to_vec())?;
+        }
+        Ok(SkeletonConv2d {
+            weight: Param::from_tensor(weight),
+            skeleton: Param::from_tensor(skeleton),
+            bias: bias.map(Param::from_tensor),
+            stride: self.stride,
+            padding: self.padding(),
+        })
+    }
+}
+
+impl SkeletonConv2d {
+    /// `conv2d(x, W ⊙ S[:, None])`.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, Cin, H, W]`
+    /// - output: `[batch, Cout, (H + 2 ph - kh) / sh + 1, (W + 2 pw - kw) / sw + 1]`
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let weight = self.weight.val() * self.skeleton.val().unsqueeze_dim(1);
+        conv2d(
+            input,
+            weight,
+            self.bias.as_ref().map(Param::val),
+            ConvOptions::new(self.stride, self.padding, [1, 1], 1),
+        )
+    }
+
+    /// `[Cout, Cin, kh, kw]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.weight.dims()
+    }
+}
+
+impl ModuleDisplay for SkeletonConv2d {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let [cout, cin, kh, kw] = self.weight.dims();
+        content
+            .add("ch_in", &cin)
+            .add("ch_out", &cout)
+            .add("kernel_size", &format!("{:?}", [kh, kw]))
+            .add("stride", &format!("{:?}", self.stride))
+            .add("padding", &format!("{:?}", self.padding))
+            .optional()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn all_ones_skeleton_is_a_plain_conv() {
+        let device = Device::default();
+        let conv = SkeletonConv2dConfig::new([3, 4], [3, 3])
+            .with_stride([2, 2])
+            .init(&device)
+            .unwrap();
+        let mut plain = Conv2dConfig::new([3, 4], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&device);
+        plain.weight = Param::from_tensor(conv.weight.val());
+        let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &device);
+        let y = conv.forward(x.clone());
+        assert_eq!(y.dims(), [2, 4, 5, 5]);
+        y.into_data()
+            .assert_approx_eq::<f32>(&plain.forward(x).into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn zero_skeleton_entry_removes_its_stripe() {
+        // 1 input channel, 1 filter, 1×2 kernel [2, 3], skeleton [1, 0], no padding:
+        // y = 2 · x[.., j] (the second tap is pruned).
+        let device = Device::default();
+        let config = SkeletonConv2dConfig::new([1, 1], [1, 2]).with_padding(Some([0, 0]));
+        let conv = config
+            .init_from(
+                Tensor::from_data([[[[2.0, 3.0]]]], &device),
+                Tensor::from_data([[[1.0, 0.0]]], &device),
+                None,
+            )
+            .unwrap();
+        let y = conv.forward(Tensor::from_data([[[[1.0, 10.0, 100.0]]]], &device));
+        assert_eq!(y.into_data().iter::<f32>().collect::<Vec<_>>(), vec![2.0, 20.0]);
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let device = Device::default();
+        assert_eq!(
+            SkeletonConv2dConfig::new([0, 4], [3, 3]).init(&device).unwrap_err(),
+            ZooError::Zero { what: "input channels" }
+        );
+        assert!(SkeletonConv2dConfig::new([3, 4], [3, 3]).with_stride([0, 1]).init(&device).is_err());
+        let err = SkeletonConv2dConfig::new([1, 1], [1, 2])
+            .init_from(
+                Tensor::zeros([1, 1, 1, 2], &device),
+                Tensor::zeros([2, 1, 2], &device),
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(err, ZooError::Shape { what: "skeleton", .. }));
+    }
+}

@@ -1,0 +1,204 @@
+//! CIFAR-style VGG built from skeleton convolutions, as in the reference code.
+//!
+//! `features`: for each entry of the layer list, a 3×3 [`SkeletonConv2d`] (padding 1, no bias)
+//! + BatchNorm + ReLU, or a 2×2 max pool; then a linear classifier on the flattened features.
+//! Layer paths follow the reference's `nn.Sequential` indices (`features.0`, `features.1`, …), so
+//! reports and state files line up with it. Every conv is thresholded and drives its BatchNorm.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError};
+
+/// One entry of a VGG layer list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VggLayer {
+    /// A 3×3 conv with this many output channels, followed by BatchNorm and ReLU.
+    Conv(usize),
+    /// A 2×2 max pool with stride 2.
+    MaxPool,
+}
+
+use VggLayer::{Conv as C, MaxPool as M};
+
+/// Configuration of a [`Vgg`].
+#[derive(Config, Debug)]
+pub struct VggConfig {
+    /// The layer list (the reference's `cfg`).
+    pub layers: Vec<VggLayer>,
+    /// Number of classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Input channels.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Input height and width.
+    #[config(default = "[32, 32]")]
+    pub input_size: [usize; 2],
+}
+
+impl VggConfig {
+    /// VGG-11 for 32×32 inputs.
+    pub fn vgg11() -> Self {
+        Self::new(vec![C(64), M, C(128), M, C(256), C(256), M, C(512), C(512), M, C(512), C(512), M])
+    }
+
+    /// VGG-13 for 32×32 inputs.
+    pub fn vgg13() -> Self {
+        Self::new(vec![
+            C(64), C(64), M, C(128), C(128), M, C(256), C(256), M, C(512), C(512), M, C(512),
+            C(512), M,
+        ])
+    }
+
+    /// VGG-16 for 32×32 inputs.
+    pub fn vgg16() -> Self {
+        Self::new(vec![
+            C(64), C(64), M, C(128), C(128), M, C(256), C(256), C(256), M, C(512), C(512), C(512),
+            M, C(512), C(512), C(512), M,
+        ])
+    }
+
+    /// VGG-19 for 32×32 inputs.
+    pub fn vgg19() -> Self {
+        Self::new(vec![
+            C(64), C(64), M, C(128), C(128), M, C(256), C(256), C(256), C(256), M, C(512),
+            C(512), C(512), C(512), M, C(512), C(512), C(512), C(512), M,
+        ])
+    }
+
+    /// Builds the model.
+    pub fn init(&self, device: &Device) -> Result<Vgg, ZooError> {
+        if self.num_classes == 0 {
+            return Err(ZooError::Zero { what: "num_classes" });
+        }
+        let mut convs = Vec::new();
+        let mut norms = Vec::new();
+        let (mut channels, [mut h, mut w]) = (self.in_channels, self.input_size);
+        for layer in &self.layers {
+            match *layer {
+                VggLayer::Conv(out) => {
+                    convs.push(SkeletonConv2dConfig::new([channels, out], [3, 3]).init(device)?);
+                    norms.push(BatchNormConfig::new(out).init(device));
+                    channels = out;
+                }
+                VggLayer::MaxPool => {
+                    if h < 2 || w < 2 {
+                        return Err(ZooError::Config(format!(
+                            "max pool on a {h}×{w} feature map"
+                        )));
+                    }
+                    (h, w) = (h / 2, w / 2);
+                }
+            }
+        }
+        if convs.is_empty() {
+            return Err(ZooError::Config("VGG needs at least one conv".into()));
+        }
+        Ok(Vgg {
+            convs,
+            norms,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            classifier: LinearConfig::new(channels * h * w, self.num_classes).init(device),
+            layers: self.layers.clone(),
+        })
+    }
+}
+
+/// CIFAR VGG with skeleton convolutions.
+#[derive(Module, Debug)]
+pub struct Vgg {
+    /// The convs, in order.
+    pub convs: Vec<SkeletonConv2d>,
+    /// The BatchNorm after each conv.
+    pub norms: Vec<BatchNorm>,
+    /// The 2×2 max pool.
+    pub pool: MaxPool2d,
+    /// The classifier on the flattened features.
+    pub classifier: Linear,
+    /// The layer list.
+    #[module(skip)]
+    pub layers: Vec<VggLayer>,
+}
+
+impl Vgg {
+    /// Logits.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, in_channels, H, W]` (the configured input size)
+    /// - output: `[batch, num_classes]`
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        let mut x = input;
+        let mut conv = 0;
+        for layer in &self.layers {
+            x = match layer {
+                VggLayer::Conv(_) => {
+                    let y = self.norms[conv].forward(self.convs[conv].forward(x));
+                    conv += 1;
+                    relu(y)
+                }
+                VggLayer::MaxPool => self.pool.forward(x),
+            };
+        }
+        self.classifier.forward(x.flatten(1, 3))
+    }
+}
+
+impl Prunable for Vgg {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        // Reference Sequential indices: conv i, bn i+1, relu i+2; a pool takes one index.
+        let mut index = 0;
+        let mut conv = 0;
+        for layer in &self.layers {
+            match layer {
+                VggLayer::Conv(_) => {
+                    layers
+                        .conv(format!("features.{index}"), &self.convs[conv])
+                        .norm(format!("features.{}", index + 1), &self.norms[conv]);
+                    conv += 1;
+                    index += 3;
+                }
+                VggLayer::MaxPool => index += 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_vgg_runs_and_names_layers_like_the_reference() {
+        let device = Device::default();
+        let model = VggConfig::new(vec![C(4), M, C(6), M, C(5)]).init(&device).unwrap();
+        let y = model.forward(Tensor::zeros([2, 3, 32, 32], &device));
+        assert_eq!(y.dims(), [2, 10]);
+        let names: Vec<_> = model
+            .collect_prunable()
+            .iter()
+            .map(|l| (l.name.clone(), l.norm.as_ref().map(|n| n.name.clone())))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("features.0".into(), Some("features.1".into())),
+                ("features.4".into(), Some("features.5".into())),
+                ("features.8".into(), Some("features.9".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn vgg16_has_13_convs_and_rejects_too_many_pools() {
+        let device = Device::default();
+        assert_eq!(VggConfig::vgg16().init(&device).unwrap().convs.len(), 13);
+        let err = VggConfig::new(vec![C(4), M, M]).with_input_size([2, 2]).init(&device);
+        assert!(matches!(err, Err(ZooError::Config(_))));
+    }
+}
