@@ -1,1 +1,55 @@
+//! # texprune
+//!
+//! Texture-sensitive structured pruning for convolutional networks on Burn: the CDP penalty and
+//! the DTC dynamic threshold container of Li, Wang, Wu and Kang, "Dynamic finegrained structured
+//! pruning sensitive to filter texture distribution" (AI Communications, 2023).
+//!
+//! Add this crate as your one dependency. Build models from [`SkeletonConv2d`] (or take one from
+//! [`zoo`]), implement [`Prunable`], and call [`Pruner::fit`] in your own training loop:
+//!
+//! ```rust,no_run
+//! # use texprune::burn::{optim::{SgdConfig, Optimizer}, tensor::{Device, Int, Tensor}};
+//! # use texprune::burn::nn::loss::CrossEntropyLossConfig;
+//! use texprune::{Pruner, PrunerConfig, CdpConfig, DtcConfig, zoo::vgg::VggConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = Device::default().autodiff();
+//! let mut model = VggConfig::vgg11().init(&device)?;
+//! let mut optim = SgdConfig::new().init();
+//! let mut pruner = Pruner::new(PrunerConfig::new(
+//!     CdpConfig::new().with_l1(1e-4).with_adaptive(1e-4),
+//!     DtcConfig::new().with_threshold(0.01),
+//! ))?;
+//! # let batches: Vec<(Tensor<4>, Tensor<1, Int>)> = vec![];
+//! for (images, labels) in batches {
+//!     let logits = model.forward(images);
+//!     let loss = CrossEntropyLossConfig::new().init(&device).forward(logits, labels);
+//!     let step = pruner.fit(&model, loss)?; // + CDP penalty, backward, DTC masks
+//!     model = pruner.apply_masks(optim.step(0.1, model, step.grads));
+//!     println!("{}", step.summary);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The pieces live in their own crates, re-exported here: [`texture`] (filter texture
+//! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks) and [`zoo`] (the prunable
+//! convolution, the [`Prunable`] trait and the models).
 
+pub use burn;
+pub use texprune_cdp as cdp;
+pub use texprune_dtc as dtc;
+pub use texprune_texture as texture;
+pub use texprune_zoo as zoo;
+
+pub use texprune_cdp::{CdpConfig, CdpError, Formula};
+pub use texprune_dtc::{DtcConfig, DtcError};
+pub use texprune_zoo::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError};
+
+pub mod conformance;
+mod error;
+mod masking;
+mod pruner;
+
+pub use error::PruneError;
+pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, StepSummary, STATE_VERSION};

@@ -1,0 +1,44 @@
+//! The facade's error type.
+
+use texprune_cdp::CdpError;
+use texprune_dtc::DtcError;
+use texprune_zoo::ZooError;
+
+/// Everything that can go wrong when pruning.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PruneError {
+    /// The CDP configuration or state is invalid.
+    #[error(transparent)]
+    Cdp(#[from] CdpError),
+    /// The DTC configuration or state is invalid.
+    #[error(transparent)]
+    Dtc(#[from] DtcError),
+    /// A model could not be built.
+    #[error(transparent)]
+    Zoo(#[from] ZooError),
+    /// `exempt` names a layer the model does not declare.
+    #[error("exempt layer `{name}` is not a prunable layer of the model (it has: {known})")]
+    UnknownLayer {
+        /// The name given.
+        name: String,
+        /// The model's layer names, comma-separated.
+        known: String,
+    },
+    /// The model declares no prunable layer (or all are exempt).
+    #[error("the model declares no prunable layer that is not exempt")]
+    NoLayers,
+    /// The loss does not carry gradients.
+    #[error("the loss is not tracked by autodiff: build the model on an autodiff device (`device.autodiff()`)")]
+    NotAutodiff,
+    /// The task loss is NaN or infinite.
+    #[error("the task loss is not finite at step {step}: {value}")]
+    NonFiniteLoss {
+        /// The pruner's step counter.
+        step: u64,
+        /// The loss value.
+        value: f64,
+    },
+    /// A saved pruner state does not fit this pruner or model.
+    #[error("pruner state does not fit: {0}")]
+    StateMismatch(String),
+}

@@ -1,0 +1,352 @@
+//! `Pruner`: CDP + DTC driven from the user's own training loop.
+
+use std::fmt;
+
+use burn::config::Config;
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, Transaction};
+use serde::{Deserialize, Serialize};
+use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
+use texprune_dtc::{DtcConfig, DtcState, ThresholdContainer};
+use texprune_zoo::{Prunable, PrunableLayer};
+
+use crate::PruneError;
+use crate::masking::{MaskMapper, mask_gradient};
+
+/// Version of [`PrunerState`]'s layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// Configuration of a [`Pruner`].
+#[derive(Config, Debug, PartialEq)]
+pub struct PrunerConfig {
+    /// CDP coefficients.
+    pub cdp: CdpConfig,
+    /// DTC base threshold.
+    pub dtc: DtcConfig,
+    /// Layers (by the names the model declares) left out of the penalty and the thresholds.
+    #[config(default = "Vec::new()")]
+    pub exempt: Vec<String>,
+}
+
+/// What [`Pruner::fit`] hands back for the optimizer step.
+#[derive(Debug)]
+pub struct Fit {
+    /// Gradients of task loss + penalty, masked by DTC; pass them to `optim.step`.
+    pub grads: GradientsParams,
+    /// The step's numbers, for logs and progress bars.
+    pub summary: StepSummary,
+}
+
+/// The numbers of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// Steps done, this one included.
+    pub step: u64,
+    /// Task loss.
+    pub loss: f64,
+    /// CDP penalty (0 when every coefficient is 0).
+    pub penalty: f64,
+    /// Stripes alive in the thresholded layers.
+    pub live_stripes: u64,
+    /// Stripes of the thresholded layers.
+    pub total_stripes: u64,
+    /// Filters alive in the thresholded layers.
+    pub live_filters: u64,
+    /// Filters of the thresholded layers.
+    pub total_filters: u64,
+}
+
+impl fmt::Display for StepSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "step {} loss {:.4} penalty {:.4} stripes {}/{} filters {}/{}",
+            self.step,
+            self.loss,
+            self.penalty,
+            self.live_stripes,
+            self.total_stripes,
+            self.live_filters,
+            self.total_filters
+        )
+    }
+}
+
+/// Everything a [`Pruner`] needs to continue where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunerState {
+    /// [`STATE_VERSION`] when written.
+    pub version: u32,
+    /// The configuration.
+    pub config: PrunerConfig,
+    /// Steps done.
+    pub step: u64,
+    /// Names of the layers the state's vectors are indexed by.
+    pub layers: Vec<String>,
+    /// Texture-mass history.
+    pub cdp: CdpState,
+    /// Stripe masks in force.
+    pub dtc: DtcState,
+}
+
+/// CDP penalty + DTC thresholds for a [`Prunable`] model (METHOD §3–4).
+#[derive(Debug, Clone)]
+pub struct Pruner {
+    config: PrunerConfig,
+    cdp: Cdp,
+    dtc: ThresholdContainer,
+    step: u64,
+}
+
+impl Pruner {
+    /// A pruner with empty state; fails on an invalid configuration.
+    pub fn new(config: PrunerConfig) -> Result<Self, PruneError> {
+        Ok(Self {
+            cdp: Cdp::new(config.cdp.clone())?,
+            dtc: ThresholdContainer::new(config.dtc.clone())?,
+            config,
+            step: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PrunerConfig {
+        &self.config
+    }
+
+    /// Steps done.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The DTC container (thresholds and masks in force).
+    pub fn container(&self) -> &ThresholdContainer {
+        &self.dtc
+    }
+
+    /// Sets the DTC base threshold δ for the following steps.
+    pub fn set_threshold(&mut self, threshold: f64) -> Result<(), PruneError> {
+        self.dtc.set_threshold(threshold)?;
+        self.config.dtc = self.dtc.config().clone();
+        Ok(())
+    }
+
+    /// The model's prunable layers minus the exempt ones.
+    pub fn layers<M: Prunable>(&self, model: &M) -> Result<Vec<PrunableLayer>, PruneError> {
+        let all = model.collect_prunable().into_vec();
+        if let Some(name) = self.config.exempt.iter().find(|e| !all.iter().any(|l| &l.name == *e)) {
+            return Err(PruneError::UnknownLayer {
+                name: name.clone(),
+                known: all.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let layers: Vec<_> = all
+            .into_iter()
+            .filter(|l| !self.config.exempt.contains(&l.name))
+            .collect();
+        if layers.is_empty() {
+            return Err(PruneError::NoLayers);
+        }
+        Ok(layers)
+    }
+
+    fn layer_params(layers: &[PrunableLayer]) -> Vec<LayerParams> {
+        layers
+            .iter()
+            .map(|l| LayerParams {
+                weight: l.weight.clone(),
+                skeleton: l.skeleton.clone(),
+            })
+            .collect()
+    }
+
+    /// The CDP penalty of `model` alone, a scalar in the model's graph (`None` when every
+    /// coefficient is 0). Does not advance the texture-mass history.
+    pub fn penalty<M: Prunable>(&self, model: &M) -> Result<Option<Tensor<1>>, PruneError> {
+        let layers = self.layers(model)?;
+        Ok(self
+            .cdp
+            .evaluate(&Self::layer_params(&layers))
+            .map(|p| p.total))
+    }
+
+    /// Per-term values of the penalty of `model` (reads the device).
+    pub fn penalty_terms<M: Prunable>(&self, model: &M) -> Result<Vec<(Term, f64)>, PruneError> {
+        let layers = self.layers(model)?;
+        Ok(self
+            .cdp
+            .evaluate(&Self::layer_params(&layers))
+            .map(|p| p.terms.into_iter().map(|(t, v)| (t, scalar(v))).collect())
+            .unwrap_or_default())
+    }
+
+    /// One training step's pruning work: adds the CDP penalty to `loss`, back-propagates,
+    /// applies the DTC step to the gradients and returns them for the optimizer.
+    ///
+    /// Then call [`Pruner::apply_masks`] on the model the optimizer returns, so pruned entries
+    /// are exactly 0 whatever the optimizer's momentum does:
+    /// `model = pruner.apply_masks(optim.step(lr, model, fit.grads))`.
+    ///
+    /// Fails, leaving the model and the pruner's history untouched, when the loss is not tracked
+    /// by autodiff or is not finite.
+    pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
+        if !loss.is_tracked() {
+            return Err(PruneError::NotAutodiff);
+        }
+        let layers = self.layers(model)?;
+        let penalty = self.cdp.evaluate(&Self::layer_params(&layers));
+        let total = match &penalty {
+            Some(p) => loss.clone() + p.total.clone(),
+            None => loss.clone(),
+        };
+        let mut grads = GradientsParams::from_grads(total.backward(), model);
+        self.threshold_layers(&layers, &mut grads);
+
+        let step = self.step + 1;
+        let mut summary = self.summary(&layers, loss, penalty.as_ref().map(|p| p.total.clone()));
+        summary.step = step;
+        if !summary.loss.is_finite() {
+            return Err(PruneError::NonFiniteLoss {
+                step,
+                value: summary.loss,
+            });
+        }
+        if let Some(p) = penalty {
+            self.cdp.commit(p.masses);
+        }
+        self.step = step;
+        Ok(Fit { grads, summary })
+    }
+
+    /// The DTC step alone (METHOD §4): recomputes every thresholded layer's thresholds and masks
+    /// from `model`'s skeletons and masks `grads` (skeletons and coupled BatchNorm `γ`, `β`).
+    /// [`Pruner::fit`] calls it; use it directly when the gradients come from elsewhere.
+    pub fn threshold_step<M: Prunable>(
+        &mut self,
+        model: &M,
+        grads: &mut GradientsParams,
+    ) -> Result<(), PruneError> {
+        let layers = self.layers(model)?;
+        self.threshold_layers(&layers, grads);
+        Ok(())
+    }
+
+    fn threshold_layers(&mut self, layers: &[PrunableLayer], grads: &mut GradientsParams) {
+        for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
+            let masks = self.dtc.update(index, layer.skeleton.clone());
+            mask_gradient(grads, layer.skeleton_id, &masks.stripes);
+            if let Some(norm) = &layer.norm {
+                mask_gradient(grads, norm.gamma_id, &masks.alive);
+                mask_gradient(grads, norm.beta_id, &masks.alive);
+            }
+        }
+    }
+
+    /// Sets every pruned skeleton entry and every dead coupled BatchNorm channel of `model` to
+    /// exactly 0, with the masks in force.
+    pub fn apply_masks<M: Prunable>(&self, model: M) -> M {
+        let Ok(layers) = self.layers(&model) else {
+            return model;
+        };
+        let mut mapper = MaskMapper::default();
+        for (index, layer) in layers.iter().enumerate() {
+            let Some(masks) = self.dtc.masks(index).filter(|_| layer.thresholded) else {
+                continue;
+            };
+            mapper.insert(layer.skeleton_id, masks.stripes.clone());
+            if let Some(norm) = &layer.norm {
+                mapper.insert(norm.gamma_id, masks.alive.clone());
+                mapper.insert(norm.beta_id, masks.alive.clone());
+            }
+        }
+        model.map(&mut mapper)
+    }
+
+    /// Reads loss, penalty and live counts from the device in one transaction.
+    fn summary(
+        &self,
+        layers: &[PrunableLayer],
+        loss: Tensor<1>,
+        penalty: Option<Tensor<1>>,
+    ) -> StepSummary {
+        let (mut total_stripes, mut total_filters) = (0, 0);
+        let mut stripes = Vec::new();
+        let mut filters = Vec::new();
+        for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
+            let [cout, kh, kw] = layer.skeleton.dims();
+            total_stripes += (cout * kh * kw) as u64;
+            total_filters += cout as u64;
+            if let Some(m) = self.dtc.masks(index) {
+                stripes.push(m.stripes.clone().int().sum());
+                filters.push(m.alive.clone().int().sum());
+            }
+        }
+        let mut tx = Transaction::default().register(loss.detach());
+        if let Some(p) = &penalty {
+            tx = tx.register(p.clone().detach());
+        }
+        let counts = |v: Vec<Tensor<1, burn::tensor::Int>>| (!v.is_empty()).then(|| Tensor::cat(v, 0).sum());
+        let (stripe_sum, filter_sum) = (counts(stripes), counts(filters));
+        for t in [&stripe_sum, &filter_sum].into_iter().flatten() {
+            tx = tx.register(t.clone());
+        }
+        let mut data = tx.execute().into_iter();
+        let mut next = || data.next().map(|d| d.iter::<f64>().next().unwrap_or(f64::NAN));
+        let loss = next().unwrap_or(f64::NAN);
+        let penalty = if penalty.is_some() { next().unwrap_or(f64::NAN) } else { 0.0 };
+        let live_stripes = stripe_sum.as_ref().and(next()).map_or(total_stripes, |v| v as u64);
+        let live_filters = filter_sum.as_ref().and(next()).map_or(total_filters, |v| v as u64);
+        StepSummary {
+            step: self.step,
+            loss,
+            penalty,
+            live_stripes,
+            total_stripes,
+            live_filters,
+            total_filters,
+        }
+    }
+
+    /// The pruner's state as plain data (reads the device), for checkpoints.
+    pub fn state<M: Prunable>(&self, model: &M) -> Result<PrunerState, PruneError> {
+        Ok(PrunerState {
+            version: STATE_VERSION,
+            config: self.config.clone(),
+            step: self.step,
+            layers: self.layers(model)?.into_iter().map(|l| l.name).collect(),
+            cdp: self.cdp.state(),
+            dtc: self.dtc.state(),
+        })
+    }
+
+    /// A pruner restored from `state` for `model`, after checking the version, the layer names
+    /// and the mask shapes.
+    pub fn from_state<M: Prunable>(state: &PrunerState, model: &M) -> Result<Self, PruneError> {
+        if state.version != STATE_VERSION {
+            return Err(PruneError::StateMismatch(format!(
+                "format version {} (this build reads {STATE_VERSION})",
+                state.version
+            )));
+        }
+        let mut pruner = Self::new(state.config.clone())?;
+        let layers = pruner.layers(model)?;
+        let names: Vec<_> = layers.iter().map(|l| l.name.clone()).collect();
+        if names != state.layers {
+            return Err(PruneError::StateMismatch(format!(
+                "the state is for layers [{}], the model has [{}]",
+                state.layers.join(", "),
+                names.join(", ")
+            )));
+        }
+        let skeletons: Vec<_> = layers.iter().map(|l| l.skeleton.clone()).collect();
+        let like = skeletons[0].clone().flatten::<1>(0, 2);
+        pruner.cdp.load_state(&state.cdp, layers.len(), &like)?;
+        pruner.dtc.load_state(&state.dtc, &skeletons)?;
+        pruner.step = state.step;
+        Ok(pruner)
+    }
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
