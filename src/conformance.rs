@@ -80,7 +80,11 @@ enum NanRule {
 impl Report {
     fn check(&mut self, name: &str, ours: &[f64], theirs: &[f64], nan: NanRule) {
         if ours.len() != theirs.len() {
-            self.failures.push(format!("{name}: {} values, reference has {}", ours.len(), theirs.len()));
+            self.failures.push(format!(
+                "{name}: {} values, reference has {}",
+                ours.len(),
+                theirs.len()
+            ));
             return;
         }
         let mut worst: Option<(usize, f64, f64)> = None;
@@ -101,7 +105,9 @@ impl Report {
         }
         match worst {
             None => self.passed += 1,
-            Some((i, a, b)) => self.failures.push(format!("{name}[{i}]: texprune {a:e}, reference {b:e}")),
+            Some((i, a, b)) => self
+                .failures
+                .push(format!("{name}[{i}]: texprune {a:e}, reference {b:e}")),
         }
     }
 
@@ -110,7 +116,8 @@ impl Report {
         if ours == theirs.as_slice() {
             self.passed += 1;
         } else {
-            self.failures.push(format!("{name}: mask differs from the reference"));
+            self.failures
+                .push(format!("{name}: mask differs from the reference"));
         }
     }
 
@@ -146,12 +153,15 @@ fn flatten(v: &Value) -> Result<(Vec<f64>, Vec<usize>), ConformanceError> {
             "-Infinity" => Ok((vec![f64::NEG_INFINITY], vec![])),
             other => Err(format_err(format!("expected a number, found \"{other}\""))),
         },
-        other => Err(format_err(format!("expected a number or array, found {other}"))),
+        other => Err(format_err(format!(
+            "expected a number or array, found {other}"
+        ))),
     }
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, ConformanceError> {
-    v.get(key).ok_or_else(|| format_err(format!("missing field `{key}`")))
+    v.get(key)
+        .ok_or_else(|| format_err(format!("missing field `{key}`")))
 }
 
 fn values(v: &Value, key: &str) -> Result<Vec<f64>, ConformanceError> {
@@ -160,15 +170,22 @@ fn values(v: &Value, key: &str) -> Result<Vec<f64>, ConformanceError> {
 
 fn number(v: &Value, key: &str) -> Result<f64, ConformanceError> {
     let (vals, _) = flatten(field(v, key)?)?;
-    vals.first().copied().ok_or_else(|| format_err(format!("`{key}` is empty")))
+    vals.first()
+        .copied()
+        .ok_or_else(|| format_err(format!("`{key}` is empty")))
 }
 
 fn tensor<const D: usize>(v: &Value, device: &Device) -> Result<Tensor<D>, ConformanceError> {
     let (vals, shape) = flatten(v)?;
     if shape.len() != D {
-        return Err(format_err(format!("expected a {D}-d tensor, found shape {shape:?}")));
+        return Err(format_err(format!(
+            "expected a {D}-d tensor, found shape {shape:?}"
+        )));
     }
-    Ok(Tensor::from_data(TensorData::new(vals, shape), (device, DType::F64)))
+    Ok(Tensor::from_data(
+        TensorData::new(vals, shape),
+        (device, DType::F64),
+    ))
 }
 
 fn data<const D: usize>(t: Tensor<D>) -> Vec<f64> {
@@ -221,12 +238,17 @@ impl Prunable for ConvStack {
 impl ConvStack {
     /// Builds the stack from `params` (`convs.{i}.weight`, `convs.{i}.FilterSkeleton`), adding
     /// `deltas` to the skeletons where given.
-    fn new(params: &Value, deltas: Option<&Value>, device: &Device) -> Result<Self, ConformanceError> {
+    fn new(
+        params: &Value,
+        deltas: Option<&Value>,
+        device: &Device,
+    ) -> Result<Self, ConformanceError> {
         let mut convs = Vec::new();
         while let Some(w) = params.get(format!("convs.{}.weight", convs.len())) {
             let i = convs.len();
             let weight: Tensor<4> = tensor(w, device)?;
-            let mut skeleton: Tensor<3> = tensor(field(params, &format!("convs.{i}.FilterSkeleton"))?, device)?;
+            let mut skeleton: Tensor<3> =
+                tensor(field(params, &format!("convs.{i}.FilterSkeleton"))?, device)?;
             if let Some(d) = deltas.and_then(|d| d.get(format!("convs.{i}.FilterSkeleton"))) {
                 skeleton = skeleton + tensor(d, device)?;
             }
@@ -257,8 +279,14 @@ impl ConvStack {
         let mut grads = HashMap::new();
         let Some(p) = cdp.evaluate(&self.layer_params()) else {
             for (i, c) in self.convs.iter().enumerate() {
-                grads.insert(format!("convs.{i}.weight"), vec![0.0; c.weight.shape().num_elements()]);
-                grads.insert(format!("convs.{i}.FilterSkeleton"), vec![0.0; c.skeleton.shape().num_elements()]);
+                grads.insert(
+                    format!("convs.{i}.weight"),
+                    vec![0.0; c.weight.shape().num_elements()],
+                );
+                grads.insert(
+                    format!("convs.{i}.FilterSkeleton"),
+                    vec![0.0; c.skeleton.shape().num_elements()],
+                );
             }
             return (0.0, grads, Vec::new());
         };
@@ -266,8 +294,18 @@ impl ConvStack {
         let g = p.total.backward();
         for (i, c) in self.convs.iter().enumerate() {
             let zeros = |n: usize| vec![0.0; n];
-            let w = c.weight.val().grad(&g).map(data).unwrap_or_else(|| zeros(c.weight.shape().num_elements()));
-            let s = c.skeleton.val().grad(&g).map(data).unwrap_or_else(|| zeros(c.skeleton.shape().num_elements()));
+            let w = c
+                .weight
+                .val()
+                .grad(&g)
+                .map(data)
+                .unwrap_or_else(|| zeros(c.weight.shape().num_elements()));
+            let s = c
+                .skeleton
+                .val()
+                .grad(&g)
+                .map(data)
+                .unwrap_or_else(|| zeros(c.skeleton.shape().num_elements()));
             grads.insert(format!("convs.{i}.weight"), w);
             grads.insert(format!("convs.{i}.FilterSkeleton"), s);
         }
@@ -277,7 +315,9 @@ impl ConvStack {
 
 fn cdp_from_args(args: &Value, history: bool) -> Result<Cdp, ConformanceError> {
     let args: Value = match args {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| format_err(format!("args: {e}")))?,
+        Value::String(s) => {
+            serde_json::from_str(s).map_err(|e| format_err(format!("args: {e}")))?
+        }
         other => other.clone(),
     };
     let get = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
@@ -293,11 +333,23 @@ fn cdp_from_args(args: &Value, history: bool) -> Result<Cdp, ConformanceError> {
     Cdp::new(config).map_err(|e| format_err(e.to_string()))
 }
 
-fn check_grads(report: &mut Report, name: &str, ours: &HashMap<String, Vec<f64>>, theirs: &Value) -> Result<(), ConformanceError> {
-    let theirs = theirs.as_object().ok_or_else(|| format_err(format!("{name}: grads is not an object")))?;
+fn check_grads(
+    report: &mut Report,
+    name: &str,
+    ours: &HashMap<String, Vec<f64>>,
+    theirs: &Value,
+) -> Result<(), ConformanceError> {
+    let theirs = theirs
+        .as_object()
+        .ok_or_else(|| format_err(format!("{name}: grads is not an object")))?;
     for (param, g) in theirs {
         let ours = ours.get(param).map(Vec::as_slice).unwrap_or(&[]);
-        report.check(&format!("{name}.{param}"), ours, &flatten(g)?.0, NanRule::Finite);
+        report.check(
+            &format!("{name}.{param}"),
+            ours,
+            &flatten(g)?.0,
+            NanRule::Finite,
+        );
     }
     Ok(())
 }
@@ -305,14 +357,19 @@ fn check_grads(report: &mut Report, name: &str, ours: &HashMap<String, Vec<f64>>
 fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceError> {
     let device = device.clone().autodiff();
     let ce = number(json, "ce")?;
-    let models = field(json, "models")?.as_object().ok_or_else(|| format_err("`models` is not an object"))?;
+    let models = field(json, "models")?
+        .as_object()
+        .ok_or_else(|| format_err("`models` is not an object"))?;
     let mut report = Report::default();
     for (name, model) in models {
         let params = field(model, "params")?;
         let stack = ConvStack::new(params, None, &device)?;
         if let Some(Value::Array(layers)) = model.get("breakdown") {
             for (i, b) in layers.iter().enumerate() {
-                let conv = stack.convs.get(i).ok_or_else(|| format_err("breakdown has more layers than params"))?;
+                let conv = stack
+                    .convs
+                    .get(i)
+                    .ok_or_else(|| format_err("breakdown has more layers than params"))?;
                 check_breakdown(&mut report, &format!("{name}.breakdown[{i}]"), conv, b)?;
             }
         }
@@ -321,9 +378,19 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
                 let cdp = cdp_from_args(field(c, "args")?, false)?;
                 let (value, grads, _) = ConvStack::new(params, None, &device)?.penalty(&cdp);
                 let at = format!("{name}.configs.{cfg}");
-                report.check(&format!("{at}.loss"), &[ce + value], &[number(c, "loss")?], NanRule::Finite);
+                report.check(
+                    &format!("{at}.loss"),
+                    &[ce + value],
+                    &[number(c, "loss")?],
+                    NanRule::Finite,
+                );
                 if c.get("loss_minus_ce").is_some() {
-                    report.check(&format!("{at}.loss_minus_ce"), &[value], &[number(c, "loss_minus_ce")?], NanRule::Finite);
+                    report.check(
+                        &format!("{at}.loss_minus_ce"),
+                        &[value],
+                        &[number(c, "loss_minus_ce")?],
+                        NanRule::Finite,
+                    );
                 }
                 if let Some(g) = c.get("grads") {
                     check_grads(&mut report, &format!("{at}.grads"), &grads, g)?;
@@ -331,7 +398,10 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
             }
         }
         let prop = serde_json::json!({ "prop": 1.0 });
-        for (key, history) in [("prop_history_inplace", false), ("prop_history_replaced", true)] {
+        for (key, history) in [
+            ("prop_history_inplace", false),
+            ("prop_history_replaced", true),
+        ] {
             let Some(h) = model.get(key) else { continue };
             let deltas = model
                 .get("prop_history_inplace")
@@ -341,27 +411,68 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
             let at = format!("{name}.{key}");
             let mut cdp = cdp_from_args(&prop, history)?;
             let (v1, g1, masses) = ConvStack::new(params, None, &device)?.penalty(&cdp);
-            report.check(&format!("{at}.loss_call1"), &[ce + v1], &[number(h, "loss_call1")?], NanRule::Finite);
-            check_grads(&mut report, &format!("{at}.grads_call1"), &g1, field(h, "grads_call1")?)?;
+            report.check(
+                &format!("{at}.loss_call1"),
+                &[ce + v1],
+                &[number(h, "loss_call1")?],
+                NanRule::Finite,
+            );
+            check_grads(
+                &mut report,
+                &format!("{at}.grads_call1"),
+                &g1,
+                field(h, "grads_call1")?,
+            )?;
             let previous: Vec<f64> = masses.iter().map(|m| data(m.clone())[0]).collect();
             cdp.commit(masses);
             let next = ConvStack::new(params, Some(deltas), &device)?;
             let (v2, g2, _) = next.penalty(&cdp);
-            report.check(&format!("{at}.loss_call2"), &[ce + v2], &[number(h, "loss_call2")?], NanRule::Finite);
+            report.check(
+                &format!("{at}.loss_call2"),
+                &[ce + v2],
+                &[number(h, "loss_call2")?],
+                NanRule::Finite,
+            );
             if h.get("loss2_minus_ce").is_some() {
-                report.check(&format!("{at}.loss2_minus_ce"), &[v2], &[number(h, "loss2_minus_ce")?], NanRule::Finite);
+                report.check(
+                    &format!("{at}.loss2_minus_ce"),
+                    &[v2],
+                    &[number(h, "loss2_minus_ce")?],
+                    NanRule::Finite,
+                );
             }
-            check_grads(&mut report, &format!("{at}.grads_call2"), &g2, field(h, "grads_call2")?)?;
+            check_grads(
+                &mut report,
+                &format!("{at}.grads_call2"),
+                &g2,
+                field(h, "grads_call2")?,
+            )?;
             if let Some(Value::Array(per_layer)) = h.get("per_layer") {
                 for (i, l) in per_layer.iter().enumerate() {
-                    let conv = next.convs.get(i).ok_or_else(|| format_err("per_layer has more layers than params"))?;
+                    let conv = next
+                        .convs
+                        .get(i)
+                        .ok_or_else(|| format_err("per_layer has more layers than params"))?;
                     let now = data(SkeletonTexture::new(conv.skeleton.val()).mass())[0];
                     let last = previous.get(i).copied().unwrap_or(f64::NAN);
                     let l1 = data(conv.skeleton.val().abs().sum())[0];
                     let (a, b) = (last / now, now / last);
                     let at = format!("{at}.per_layer[{i}]");
-                    for (k, v) in [("S_now", now), ("S_last", last), ("a", a), ("b", b), ("now_g", l1), ("now_l1", l1), ("term", b * l1 + a * l1)] {
-                        report.check(&format!("{at}.{k}"), &[v], &[number(l, k)?], NanRule::Finite);
+                    for (k, v) in [
+                        ("S_now", now),
+                        ("S_last", last),
+                        ("a", a),
+                        ("b", b),
+                        ("now_g", l1),
+                        ("now_l1", l1),
+                        ("term", b * l1 + a * l1),
+                    ] {
+                        report.check(
+                            &format!("{at}.{k}"),
+                            &[v],
+                            &[number(l, k)?],
+                            NanRule::Finite,
+                        );
                     }
                 }
             }
@@ -370,7 +481,12 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
     Ok(report)
 }
 
-fn check_breakdown(report: &mut Report, at: &str, conv: &SkeletonConv2d, b: &Value) -> Result<(), ConformanceError> {
+fn check_breakdown(
+    report: &mut Report,
+    at: &str,
+    conv: &SkeletonConv2d,
+    b: &Value,
+) -> Result<(), ConformanceError> {
     let w = WeightTexture::new(conv.weight.val());
     let var = field(b, "var")?;
     let cout = conv.weight.dims()[0];
@@ -385,7 +501,12 @@ fn check_breakdown(report: &mut Report, at: &str, conv: &SkeletonConv2d, b: &Val
         ("similarity_sum", data(w.mass())),
     ];
     for (k, ours) in weight {
-        report.check(&format!("{at}.var.{k}"), &ours, &values(var, k)?, NanRule::Finite);
+        report.check(
+            &format!("{at}.var.{k}"),
+            &ours,
+            &values(var, k)?,
+            NanRule::Finite,
+        );
     }
     let s = SkeletonTexture::new(conv.skeleton.val());
     let var2 = field(b, "var2")?;
@@ -399,7 +520,12 @@ fn check_breakdown(report: &mut Report, at: &str, conv: &SkeletonConv2d, b: &Val
         ("similarity_sum", data(s.mass())),
     ];
     for (k, ours) in skeleton {
-        report.check(&format!("{at}.var2.{k}"), &ours, &values(var2, k)?, NanRule::Finite);
+        report.check(
+            &format!("{at}.var2.{k}"),
+            &ours,
+            &values(var2, k)?,
+            NanRule::Finite,
+        );
     }
     let sk = conv.skeleton.val();
     let row_l1 = sk.clone().abs().sum_dims(&[1, 2]).reshape([cout]);
@@ -414,7 +540,12 @@ fn check_breakdown(report: &mut Report, at: &str, conv: &SkeletonConv2d, b: &Val
     ];
     for (k, v) in ours {
         if other.get(k).is_some() {
-            report.check(&format!("{at}.other.{k}"), &v, &values(other, k)?, NanRule::Finite);
+            report.check(
+                &format!("{at}.other.{k}"),
+                &v,
+                &values(other, k)?,
+                NanRule::Finite,
+            );
         }
     }
     Ok(())
@@ -439,24 +570,61 @@ fn check_dtc(json: &Value, device: &Device) -> Result<Report, ConformanceError> 
 }
 
 fn check_dtc_layer(case: &Value, device: &Device) -> Result<Report, ConformanceError> {
-    let at = format!("layer_cases.{}", case.get("name").and_then(Value::as_str).unwrap_or("?"));
+    let at = format!(
+        "layer_cases.{}",
+        case.get("name").and_then(Value::as_str).unwrap_or("?")
+    );
     let mut report = Report::default();
     let skeleton: Tensor<3> = tensor(field(case, "FilterSkeleton_before")?, device)?;
     let grad: Tensor<3> = tensor(field(case, "grad_before")?, device)?;
     let threshold = number(case, "threshold")?;
     let cout = skeleton.dims()[0];
     let l1 = skeleton.clone().abs().sum_dims(&[1, 2]).reshape([cout]);
-    report.check(&format!("{at}.filter_l1"), &data(l1.clone()), &values(case, "filter_l1")?, NanRule::Finite);
-    report.check(&format!("{at}.mean_filter_l1"), &data(l1.mean()), &[number(case, "mean_filter_l1")?], NanRule::Finite);
-    let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(threshold)).map_err(|e| format_err(e.to_string()))?;
+    report.check(
+        &format!("{at}.filter_l1"),
+        &data(l1.clone()),
+        &values(case, "filter_l1")?,
+        NanRule::Finite,
+    );
+    report.check(
+        &format!("{at}.mean_filter_l1"),
+        &data(l1.mean()),
+        &[number(case, "mean_filter_l1")?],
+        NanRule::Finite,
+    );
+    let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(threshold))
+        .map_err(|e| format_err(e.to_string()))?;
     let masks = dtc.update(0, skeleton.clone()).clone();
-    report.check(&format!("{at}.Skeleton_skeleton"), &data(masks.thresholds), &values(case, "Skeleton_skeleton")?, NanRule::Infinite);
-    report.check_bools(&format!("{at}.mask"), &bools(masks.stripes.clone()), &values(case, "mask")?);
+    report.check(
+        &format!("{at}.Skeleton_skeleton"),
+        &data(masks.thresholds),
+        &values(case, "Skeleton_skeleton")?,
+        NanRule::Infinite,
+    );
+    report.check_bools(
+        &format!("{at}.mask"),
+        &bools(masks.stripes.clone()),
+        &values(case, "mask")?,
+    );
     let after = mask_stripes(skeleton, masks.stripes.clone());
-    report.check(&format!("{at}.FilterSkeleton_after"), &data(after), &values(case, "FilterSkeleton_after")?, NanRule::Finite);
+    report.check(
+        &format!("{at}.FilterSkeleton_after"),
+        &data(after),
+        &values(case, "FilterSkeleton_after")?,
+        NanRule::Finite,
+    );
     let grad_after = mask_stripes(grad, masks.stripes);
-    report.check(&format!("{at}.grad_after"), &data(grad_after), &values(case, "grad_after")?, NanRule::Finite);
-    report.check_bools(&format!("{at}.out_mask"), &bools(masks.alive), &values(case, "out_mask")?);
+    report.check(
+        &format!("{at}.grad_after"),
+        &data(grad_after),
+        &values(case, "grad_after")?,
+        NanRule::Finite,
+    );
+    report.check_bools(
+        &format!("{at}.out_mask"),
+        &bools(masks.alive),
+        &values(case, "out_mask")?,
+    );
     Ok(report)
 }
 
@@ -468,7 +636,11 @@ impl ModuleMapper for SetParams {
         match self.0.remove(&param.id) {
             Some(data) => param.map(|t| {
                 let v = Tensor::from_data(data, (&t.device(), DType::F64));
-                if t.is_require_grad() { v.require_grad() } else { v }
+                if t.is_require_grad() {
+                    v.require_grad()
+                } else {
+                    v
+                }
             }),
             None => param,
         }
@@ -477,7 +649,9 @@ impl ModuleMapper for SetParams {
 
 /// Parses the case's `kind` (`"VGG cfg=[4, 'M', 6]"`, `"ResNet56 cfg=[2, 2, …]"`).
 fn parse_kind(kind: &str) -> Result<(String, Vec<String>), ConformanceError> {
-    let (arch, cfg) = kind.split_once("cfg=").ok_or_else(|| format_err(format!("kind `{kind}` has no cfg")))?;
+    let (arch, cfg) = kind
+        .split_once("cfg=")
+        .ok_or_else(|| format_err(format!("kind `{kind}` has no cfg")))?;
     let items = cfg
         .trim()
         .trim_start_matches('[')
@@ -490,35 +664,66 @@ fn parse_kind(kind: &str) -> Result<(String, Vec<String>), ConformanceError> {
 }
 
 fn check_dtc_model(case: &Value, device: &Device) -> Result<Report, ConformanceError> {
-    let kind = field(case, "kind")?.as_str().ok_or_else(|| format_err("`kind` is not a string"))?;
+    let kind = field(case, "kind")?
+        .as_str()
+        .ok_or_else(|| format_err("`kind` is not a string"))?;
     let (arch, cfg) = parse_kind(kind)?;
     let ints = || -> Result<Vec<usize>, ConformanceError> {
-        cfg.iter().map(|s| s.parse().map_err(|_| format_err(format!("bad cfg entry `{s}`")))).collect()
+        cfg.iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format_err(format!("bad cfg entry `{s}`")))
+            })
+            .collect()
     };
     let threshold = number(case, "threshold")?;
     let zoo = |e: texprune_zoo::ZooError| format_err(e.to_string());
     if arch.starts_with("VGG") {
         let layers = cfg
             .iter()
-            .map(|s| if s == "M" { Ok(VggLayer::MaxPool) } else { s.parse().map(VggLayer::Conv).map_err(|_| format_err(format!("bad cfg entry `{s}`"))) })
+            .map(|s| {
+                if s == "M" {
+                    Ok(VggLayer::MaxPool)
+                } else {
+                    s.parse()
+                        .map(VggLayer::Conv)
+                        .map_err(|_| format_err(format!("bad cfg entry `{s}`")))
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let model = VggConfig::new(layers).init(device).map_err(zoo)?;
         run_dtc_model(&format!("model_cases.{kind}"), model, case, threshold)
     } else if let Some(depth) = arch.strip_prefix("ResNet") {
-        let depth = depth.parse().map_err(|_| format_err(format!("bad ResNet depth in `{kind}`")))?;
-        let model = ResNetConfig::new().with_depth(depth).with_widths(Some(ints()?)).init(device).map_err(zoo)?;
+        let depth = depth
+            .parse()
+            .map_err(|_| format_err(format!("bad ResNet depth in `{kind}`")))?;
+        let model = ResNetConfig::new()
+            .with_depth(depth)
+            .with_widths(Some(ints()?))
+            .init(device)
+            .map_err(zoo)?;
         run_dtc_model(&format!("model_cases.{kind}"), model, case, threshold)
     } else {
         Err(format_err(format!("unknown model kind `{kind}`")))
     }
 }
 
-fn run_dtc_model<M: Prunable>(at: &str, model: M, case: &Value, threshold: f64) -> Result<Report, ConformanceError> {
+fn run_dtc_model<M: Prunable>(
+    at: &str,
+    model: M,
+    case: &Value,
+    threshold: f64,
+) -> Result<Report, ConformanceError> {
     let before = field(case, "before")?;
     let after = field(case, "after")?;
-    let mut pruner = Pruner::new(PrunerConfig::new(CdpConfig::new(), DtcConfig::new().with_threshold(threshold)))
+    let mut pruner = Pruner::new(PrunerConfig::new(
+        CdpConfig::new(),
+        DtcConfig::new().with_threshold(threshold),
+    ))
+    .map_err(|e| format_err(e.to_string()))?;
+    let layers = pruner
+        .layers(&model)
         .map_err(|e| format_err(e.to_string()))?;
-    let layers = pruner.layers(&model).map_err(|e| format_err(e.to_string()))?;
     let device = layers[0].skeleton.device();
     let mut values_by_id = HashMap::new();
     let mut grads = GradientsParams::new();
@@ -540,34 +745,82 @@ fn run_dtc_model<M: Prunable>(at: &str, model: M, case: &Value, threshold: f64) 
         }
     }
     let model = model.map(&mut SetParams(values_by_id));
-    pruner.threshold_step(&model, &mut grads).map_err(|e| format_err(e.to_string()))?;
+    pruner
+        .threshold_step(&model, &mut grads)
+        .map_err(|e| format_err(e.to_string()))?;
     let model = pruner.apply_masks(model);
     let mut report = Report::default();
     let mut coupled = Vec::new();
-    for (index, l) in pruner.layers(&model).map_err(|e| format_err(e.to_string()))?.iter().enumerate() {
+    for (index, l) in pruner
+        .layers(&model)
+        .map_err(|e| format_err(e.to_string()))?
+        .iter()
+        .enumerate()
+    {
         let a = field(after, &l.name)?;
         let name = format!("{at}.{}", l.name);
-        let updated = a.get("skeleton_updated").and_then(Value::as_bool).unwrap_or(true);
+        let updated = a
+            .get("skeleton_updated")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         if updated != l.thresholded {
-            report.failures.push(format!("{name}: reference thresholds it: {updated}, texprune: {}", l.thresholded));
+            report.failures.push(format!(
+                "{name}: reference thresholds it: {updated}, texprune: {}",
+                l.thresholded
+            ));
             continue;
         }
         report.passed += 1;
         if let Some(m) = pruner.container().masks(index).filter(|_| l.thresholded) {
-            report.check(&format!("{name}.Skeleton_skeleton"), &data(m.thresholds.clone()), &values(a, "Skeleton_skeleton")?, NanRule::Infinite);
+            report.check(
+                &format!("{name}.Skeleton_skeleton"),
+                &data(m.thresholds.clone()),
+                &values(a, "Skeleton_skeleton")?,
+                NanRule::Infinite,
+            );
         }
-        report.check(&format!("{name}.FilterSkeleton"), &data(l.skeleton.clone()), &values(a, "FilterSkeleton")?, NanRule::Finite);
+        report.check(
+            &format!("{name}.FilterSkeleton"),
+            &data(l.skeleton.clone()),
+            &values(a, "FilterSkeleton")?,
+            NanRule::Finite,
+        );
         let g = grads.get::<3>(l.skeleton_id).map(data).unwrap_or_default();
-        report.check(&format!("{name}.grad"), &g, &values(a, "grad")?, NanRule::Finite);
+        report.check(
+            &format!("{name}.grad"),
+            &g,
+            &values(a, "grad")?,
+            NanRule::Finite,
+        );
         if let Some(n) = &l.norm {
             coupled.push(n.name.clone());
             let a = field(after, &n.name)?;
             let name = format!("{at}.{}", n.name);
-            report.check(&format!("{name}.weight"), &data(n.gamma.clone()), &values(a, "weight")?, NanRule::Finite);
-            report.check(&format!("{name}.bias"), &data(n.beta.clone()), &values(a, "bias")?, NanRule::Finite);
+            report.check(
+                &format!("{name}.weight"),
+                &data(n.gamma.clone()),
+                &values(a, "weight")?,
+                NanRule::Finite,
+            );
+            report.check(
+                &format!("{name}.bias"),
+                &data(n.beta.clone()),
+                &values(a, "bias")?,
+                NanRule::Finite,
+            );
             let g = |id| grads.get::<1>(id).map(data).unwrap_or_default();
-            report.check(&format!("{name}.weight_grad"), &g(n.gamma_id), &values(a, "weight_grad")?, NanRule::Finite);
-            report.check(&format!("{name}.bias_grad"), &g(n.beta_id), &values(a, "bias_grad")?, NanRule::Finite);
+            report.check(
+                &format!("{name}.weight_grad"),
+                &g(n.gamma_id),
+                &values(a, "weight_grad")?,
+                NanRule::Finite,
+            );
+            report.check(
+                &format!("{name}.bias_grad"),
+                &g(n.beta_id),
+                &values(a, "bias_grad")?,
+                NanRule::Finite,
+            );
         }
     }
     // Every BatchNorm the model does not couple must be one the reference left unchanged.
@@ -576,7 +829,9 @@ fn run_dtc_model<M: Prunable>(at: &str, model: M, case: &Value, threshold: f64) 
             if a.get("changed").and_then(Value::as_bool) == Some(false) {
                 report.passed += 1;
             } else {
-                report.failures.push(format!("{at}.{key}: the reference masks this BatchNorm, texprune does not couple it"));
+                report.failures.push(format!(
+                    "{at}.{key}: the reference masks this BatchNorm, texprune does not couple it"
+                ));
             }
         }
     }

@@ -28,7 +28,9 @@ pub enum PruneError {
     #[error("the model declares no prunable layer that is not exempt")]
     NoLayers,
     /// The loss does not carry gradients.
-    #[error("the loss is not tracked by autodiff: build the model on an autodiff device (`device.autodiff()`)")]
+    #[error(
+        "the loss is not tracked by autodiff: build the model on an autodiff device (`device.autodiff()`)"
+    )]
     NotAutodiff,
     /// The task loss is NaN or infinite.
     #[error("the task loss is not finite at step {step}: {value}")]

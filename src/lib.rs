@@ -52,4 +52,9 @@ mod masking;
 mod pruner;
 
 pub use error::PruneError;
-pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, StepSummary, STATE_VERSION};
+pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

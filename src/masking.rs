@@ -25,7 +25,9 @@ impl MaskMapper {
 fn zero_where_masked<const D: usize>(t: Tensor<D>, mask: &Tensor<1, Bool>) -> Tensor<D> {
     let (autodiff, require_grad) = (t.is_autodiff(), t.is_require_grad());
     let dims = t.dims();
-    let masked = t.inner().mask_fill(mask.clone().reshape(dims).bool_not(), 0.0);
+    let masked = t
+        .inner()
+        .mask_fill(mask.clone().reshape(dims).bool_not(), 0.0);
     match (autodiff, require_grad) {
         (true, true) => masked.autodiff().require_grad(),
         (true, false) => masked.autodiff(),

@@ -4,7 +4,7 @@ use std::fmt;
 
 use burn::config::Config;
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, Transaction};
+use burn::tensor::{Int, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
 use texprune_dtc::{DtcConfig, DtcState, ThresholdContainer};
@@ -134,10 +134,19 @@ impl Pruner {
     /// The model's prunable layers minus the exempt ones.
     pub fn layers<M: Prunable>(&self, model: &M) -> Result<Vec<PrunableLayer>, PruneError> {
         let all = model.collect_prunable().into_vec();
-        if let Some(name) = self.config.exempt.iter().find(|e| !all.iter().any(|l| &l.name == *e)) {
+        if let Some(name) = self
+            .config
+            .exempt
+            .iter()
+            .find(|e| !all.iter().any(|l| &l.name == *e))
+        {
             return Err(PruneError::UnknownLayer {
                 name: name.clone(),
-                known: all.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: all
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let layers: Vec<_> = all
@@ -285,17 +294,29 @@ impl Pruner {
         if let Some(p) = &penalty {
             tx = tx.register(p.clone().detach());
         }
-        let counts = |v: Vec<Tensor<1, burn::tensor::Int>>| (!v.is_empty()).then(|| Tensor::cat(v, 0).sum());
+        let counts = |v: Vec<Tensor<1, Int>>| (!v.is_empty()).then(|| Tensor::cat(v, 0).sum());
         let (stripe_sum, filter_sum) = (counts(stripes), counts(filters));
         for t in [&stripe_sum, &filter_sum].into_iter().flatten() {
             tx = tx.register(t.clone());
         }
         let mut data = tx.execute().into_iter();
-        let mut next = || data.next().map(|d| d.iter::<f64>().next().unwrap_or(f64::NAN));
+        let mut next = || {
+            data.next()
+                .map(|d| d.iter::<f64>().next().unwrap_or(f64::NAN))
+        };
         let loss = next().unwrap_or(f64::NAN);
-        let penalty = if penalty.is_some() { next().unwrap_or(f64::NAN) } else { 0.0 };
-        let live_stripes = stripe_sum.as_ref().and(next()).map_or(total_stripes, |v| v as u64);
-        let live_filters = filter_sum.as_ref().and(next()).map_or(total_filters, |v| v as u64);
+        let penalty = if penalty.is_some() {
+            next().unwrap_or(f64::NAN)
+        } else {
+            0.0
+        };
+        // Before the first DTC step nothing is masked: everything is alive.
+        let mut count = |sum: &Option<Tensor<1, Int>>, total: u64| match sum {
+            Some(_) => next().map_or(total, |v| v as u64),
+            None => total,
+        };
+        let live_stripes = count(&stripe_sum, total_stripes);
+        let live_filters = count(&filter_sum, total_filters);
         StepSummary {
             step: self.step,
             loss,

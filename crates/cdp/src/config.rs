@@ -102,7 +102,10 @@ mod tests {
         assert!(CdpConfig::new().with_l1(1e-4).validate().is_ok());
         assert_eq!(
             CdpConfig::new().with_group(-1.0).validate(),
-            Err(CdpError::InvalidCoefficient { name: "group", value: -1.0 })
+            Err(CdpError::InvalidCoefficient {
+                name: "group",
+                value: -1.0
+            })
         );
         assert!(CdpConfig::new().with_adaptive(f64::NAN).validate().is_err());
         assert!(CdpConfig::new().with_l2(f64::INFINITY).validate().is_err());

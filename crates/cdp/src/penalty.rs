@@ -85,10 +85,11 @@ impl Cdp {
         let reference = c.formula == Formula::Reference;
         let active = |coef: f64| coef != 0.0;
         let mut terms: Vec<(Term, Vec<Tensor<1>>)> = Vec::new();
-        let mut push = |term: Term, value: Tensor<1>| match terms.iter_mut().find(|(t, _)| *t == term) {
-            Some((_, values)) => values.push(value),
-            None => terms.push((term, vec![value])),
-        };
+        let mut push =
+            |term: Term, value: Tensor<1>| match terms.iter_mut().find(|(t, _)| *t == term) {
+                Some((_, values)) => values.push(value),
+                None => terms.push((term, vec![value])),
+            };
         let mut masses = Vec::new();
         for (index, layer) in layers.iter().enumerate() {
             let s = layer.skeleton.clone();
@@ -102,16 +103,25 @@ impl Cdp {
             let l1 = s.clone().abs().sum();
             let row_l1 = || s.clone().abs().sum_dims(&[1, 2]).reshape([cout]);
             if let (true, Some(mass)) = (active(c.skeleton_texture), &mass) {
-                push(Term::SkeletonTexture, mass.clone().mul_scalar(c.skeleton_texture));
+                push(
+                    Term::SkeletonTexture,
+                    mass.clone().mul_scalar(c.skeleton_texture),
+                );
             }
             if active(c.l1) && !reference {
                 push(Term::L1, l1.clone().mul_scalar(c.l1));
             }
             if active(c.l2) {
-                push(Term::L2, safe_sqrt(s.clone().square().sum()).mul_scalar(c.l2));
+                push(
+                    Term::L2,
+                    safe_sqrt(s.clone().square().sum()).mul_scalar(c.l2),
+                );
             }
             if active(c.group) {
-                push(Term::Group, safe_sqrt(row_l1().square().sum()).mul_scalar(c.group));
+                push(
+                    Term::Group,
+                    safe_sqrt(row_l1().square().sum()).mul_scalar(c.group),
+                );
             }
             if let (true, Some(mass)) = (active(c.adaptive), mass) {
                 let group = if reference {
@@ -136,10 +146,7 @@ impl Cdp {
             .into_iter()
             .map(|(term, values)| (term, Tensor::cat(values, 0).sum()))
             .collect();
-        let total = terms
-            .iter()
-            .map(|(_, v)| v.clone())
-            .reduce(|a, b| a + b)?;
+        let total = terms.iter().map(|(_, v)| v.clone()).reduce(|a, b| a + b)?;
         Some(Penalty {
             total,
             terms,
@@ -161,7 +168,10 @@ impl Cdp {
             history: self
                 .history
                 .iter()
-                .map(|m| m.as_ref().map(|t| t.to_data().iter::<f64>().next().unwrap_or(f64::NAN)))
+                .map(|m| {
+                    m.as_ref()
+                        .map(|t| t.to_data().iter::<f64>().next().unwrap_or(f64::NAN))
+                })
                 .collect(),
         }
     }

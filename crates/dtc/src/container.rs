@@ -98,7 +98,11 @@ impl ThresholdContainer {
 
     /// Restores masks saved by [`ThresholdContainer::state`]. `skeletons` gives each layer's
     /// current skeleton (for its shape and device); thresholds are recomputed from it.
-    pub fn load_state(&mut self, state: &DtcState, skeletons: &[Tensor<3>]) -> Result<(), DtcError> {
+    pub fn load_state(
+        &mut self,
+        state: &DtcState,
+        skeletons: &[Tensor<3>],
+    ) -> Result<(), DtcError> {
         let mut layers = Vec::with_capacity(state.layers.len());
         for (layer, saved) in state.layers.iter().enumerate() {
             let Some((shape, mask)) = saved else {
@@ -106,8 +110,14 @@ impl ThresholdContainer {
                 continue;
             };
             let skeleton = skeletons.get(layer).map(|s| s.clone().detach().inner());
-            let expected = skeleton.as_ref().map(|s| s.dims().to_vec()).unwrap_or_default();
-            if skeleton.is_none() || *shape != expected || mask.len() != shape.iter().product::<usize>() {
+            let expected = skeleton
+                .as_ref()
+                .map(|s| s.dims().to_vec())
+                .unwrap_or_default();
+            if skeleton.is_none()
+                || *shape != expected
+                || mask.len() != shape.iter().product::<usize>()
+            {
                 return Err(DtcError::StateMismatch {
                     layer,
                     expected,
@@ -140,7 +150,10 @@ mod tests {
         let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
         // Step 1: L1s 4, 1 → T = 0.3125, 1.25: row 1 (0.5, 0.5) dies.
         let s = tensor(vec![1.0, -3.0, 0.5, 0.5], [2, 1, 2]);
-        assert_eq!(bools(dtc.update(0, s).stripes.clone()), vec![true, true, false, false]);
+        assert_eq!(
+            bools(dtc.update(0, s).stripes.clone()),
+            vec![true, true, false, false]
+        );
         // Step 2: row 1 grew back above its threshold, but stays pruned.
         let s = tensor(vec![1.0, -3.0, 5.0, 5.0], [2, 1, 2]);
         let m = dtc.update(0, s);
@@ -162,7 +175,10 @@ mod tests {
         let s = tensor(vec![1.0, -3.0, 0.5, 0.5], [2, 1, 2]);
         dtc.update(0, s.clone());
         let state = dtc.state();
-        assert_eq!(state.layers[0], Some((vec![2, 1, 2], vec![true, true, false, false])));
+        assert_eq!(
+            state.layers[0],
+            Some((vec![2, 1, 2], vec![true, true, false, false]))
+        );
         let mut restored = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
         restored.load_state(&state, &[s]).unwrap();
         assert_eq!(restored.state(), state);

@@ -26,7 +26,10 @@ pub(crate) mod test_util {
     use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
 
     pub fn tensor<const D: usize>(values: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(values, shape), (&Device::default(), DType::F64))
+        Tensor::from_data(
+            TensorData::new(values, shape),
+            (&Device::default(), DType::F64),
+        )
     }
 
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {

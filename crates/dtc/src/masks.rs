@@ -56,7 +56,10 @@ mod tests {
     fn mask_is_strict() {
         // One filter [1, 1]: T = δ·2/2 = δ = 1 → |1| > 1 is false.
         let s = tensor(vec![1.0, 1.0], [1, 1, 2]);
-        assert_eq!(bools(stripe_mask(s.clone(), filter_thresholds(s, 1.0))), vec![false, false]);
+        assert_eq!(
+            bools(stripe_mask(s.clone(), filter_thresholds(s, 1.0))),
+            vec![false, false]
+        );
     }
 
     #[test]

@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn rejects_empty_nan_and_bad_bins() {
-        assert_eq!(Distribution::new(&[], 4, 0.0, 1.0), Err(DistributionError::Empty));
+        assert_eq!(
+            Distribution::new(&[], 4, 0.0, 1.0),
+            Err(DistributionError::Empty)
+        );
         assert!(matches!(
             Distribution::new(&[0.1, f64::NAN], 4, 0.0, 1.0),
             Err(DistributionError::NotFinite { index: 1, .. })

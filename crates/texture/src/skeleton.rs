@@ -65,22 +65,38 @@ mod tests {
     #[test]
     fn all_ones_skeleton_is_maximally_similar_with_finite_gradient() {
         // Every row equals the mean: cos = 9 / (9 + 1e-7) = 1 - 1.1e-8, sim ≈ 1 - 4.7e-5.
-        let s = tensor(vec![1.0; 2 * 9], [2, 3, 3]).autodiff().require_grad();
+        let s = tensor(vec![1.0; 2 * 9], [2, 3, 3])
+            .autodiff()
+            .require_grad();
         let t = SkeletonTexture::new(s.clone());
         let sim = values(t.similarity.clone());
         let expected = 1.0 - (9.0f64 / (9.0 + 1e-7)).acos() / core::f64::consts::PI;
-        assert!((sim[0] - expected).abs() < 1e-12, "{} vs {expected}", sim[0]);
+        assert!(
+            (sim[0] - expected).abs() < 1e-12,
+            "{} vs {expected}",
+            sim[0]
+        );
         let grads = t.mass().backward();
-        assert!(values(s.grad(&grads).unwrap()).iter().all(|g| g.is_finite()));
+        assert!(
+            values(s.grad(&grads).unwrap())
+                .iter()
+                .all(|g| g.is_finite())
+        );
     }
 
     #[test]
     fn zero_row_has_finite_gradient() {
         // Row 1 is all zero: ‖S_1‖ = sqrt(0) whose plain gradient is NaN; ours is finite.
-        let s = tensor(vec![1.0, 2.0, 0.0, 0.0], [2, 1, 2]).autodiff().require_grad();
+        let s = tensor(vec![1.0, 2.0, 0.0, 0.0], [2, 1, 2])
+            .autodiff()
+            .require_grad();
         let t = SkeletonTexture::new(s.clone());
         assert!((values(t.similarity.clone())[1] - 0.5).abs() < 1e-12); // cos 0 → 0.5
         let grads = t.mass().backward();
-        assert!(values(s.grad(&grads).unwrap()).iter().all(|g| g.is_finite()));
+        assert!(
+            values(s.grad(&grads).unwrap())
+                .iter()
+                .all(|g| g.is_finite())
+        );
     }
 }

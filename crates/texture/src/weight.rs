@@ -43,8 +43,13 @@ impl WeightTexture {
             .reshape([cout]);
         let filter_norm = safe_sqrt(weight.square().sum_dims(&[1, 2, 3]).reshape([cout]));
         let channel_mean = channel_mean.reshape([cin]);
-        let mean_filter_norm =
-            safe_sqrt(channel_mean.clone().square().sum().mul_scalar((kh * kw) as f64));
+        let mean_filter_norm = safe_sqrt(
+            channel_mean
+                .clone()
+                .square()
+                .sum()
+                .mul_scalar((kh * kw) as f64),
+        );
         let cos = dot.clone()
             / (filter_norm.clone() * mean_filter_norm.clone()).add_scalar(WEIGHT_COS_EPS);
         let similarity = angular_similarity(cos.clone());
@@ -81,7 +86,9 @@ mod tests {
         assert!((cos[0] - 4.0 / (20f64.sqrt() + 1e-8)).abs() < 1e-12);
         assert_eq!(cos[1], 0.0);
         let sim = values(t.similarity);
-        assert!((sim[0] - (1.0 - (4.0 / 20f64.sqrt()).acos() / core::f64::consts::PI)).abs() < 1e-8);
+        assert!(
+            (sim[0] - (1.0 - (4.0 / 20f64.sqrt()).acos() / core::f64::consts::PI)).abs() < 1e-8
+        );
         assert!((sim[1] - 0.5).abs() < 1e-15);
     }
 }

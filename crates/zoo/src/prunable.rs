@@ -111,7 +111,7 @@ impl PrunableLayers {
 /// Implement it by listing every [`SkeletonConv2d`] with its path, in forward order, coupling
 /// the BatchNorm that follows a conv whose filters may be removed:
 ///
-/// ```rust,ignore
+/// ```text
 /// impl Prunable for Net {
 ///     fn prunable_layers(&self, layers: &mut PrunableLayers) {
 ///         layers.conv("conv1", &self.conv1).norm("bn1", &self.bn1);

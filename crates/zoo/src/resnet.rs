@@ -41,7 +41,7 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     /// Blocks per stage, `(depth - 2) / 6`.
     pub fn blocks_per_stage(&self) -> Result<usize, ZooError> {
-        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
             return Err(ZooError::Config(format!(
                 "ResNet depth must be 6n + 2 with n ≥ 1, got {}",
                 self.depth
@@ -54,7 +54,9 @@ impl ResNetConfig {
     pub fn init(&self, device: &Device) -> Result<ResNet, ZooError> {
         let n = self.blocks_per_stage()?;
         if self.num_classes == 0 {
-            return Err(ZooError::Zero { what: "num_classes" });
+            return Err(ZooError::Zero {
+                what: "num_classes",
+            });
         }
         let widths = match &self.widths {
             Some(w) if w.len() != 3 * n => {
@@ -170,7 +172,8 @@ impl ResNet {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        self.fc.forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
+        self.fc
+            .forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
     }
 
     /// The reference's path of block `i`: `layer{stage}.{index}`.
@@ -206,12 +209,22 @@ mod tests {
     fn resnet20_shapes_and_layer_roles() {
         let device = Device::default();
         let model = ResNetConfig::new().with_depth(20).init(&device).unwrap();
-        assert_eq!(model.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(), [2, 10]);
+        assert_eq!(
+            model.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
+            [2, 10]
+        );
         let layers = model.collect_prunable();
         // stem + 9 blocks × 2 convs + 2 shortcut convs.
         assert_eq!(layers.len(), 1 + 18 + 2);
-        let shortcuts: Vec<_> = layers.iter().filter(|l| !l.thresholded).map(|l| l.name.clone()).collect();
-        assert_eq!(shortcuts, ["layer2.0.downsample.0", "layer3.0.downsample.0"]);
+        let shortcuts: Vec<_> = layers
+            .iter()
+            .filter(|l| !l.thresholded)
+            .map(|l| l.name.clone())
+            .collect();
+        assert_eq!(
+            shortcuts,
+            ["layer2.0.downsample.0", "layer3.0.downsample.0"]
+        );
         let coupled = layers.iter().filter(|l| l.norm.is_some()).count();
         assert_eq!(coupled, 9);
     }
@@ -220,10 +233,18 @@ mod tests {
     fn custom_widths_and_bad_depths() {
         let device = Device::default();
         let widths: Vec<usize> = [3, 4, 5].iter().flat_map(|&w| vec![w; 9]).collect();
-        let model = ResNetConfig::new().with_widths(Some(widths)).init(&device).unwrap();
+        let model = ResNetConfig::new()
+            .with_widths(Some(widths))
+            .init(&device)
+            .unwrap();
         assert_eq!(model.blocks[9].conv1.weight_dims(), [4, 16, 3, 3]);
         assert_eq!(model.block_path(26), "layer3.8");
         assert!(ResNetConfig::new().with_depth(21).init(&device).is_err());
-        assert!(ResNetConfig::new().with_widths(Some(vec![3; 5])).init(&device).is_err());
+        assert!(
+            ResNetConfig::new()
+                .with_widths(Some(vec![3; 5]))
+                .init(&device)
+                .is_err()
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::ZooError;
 
 /// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
 ///
-/// ```rust,ignore
+/// ```text
 /// let conv = SkeletonConv2dConfig::new([3, 16], [3, 3]).with_stride([2, 2]).init(&device)?;
 /// ```
 #[derive(Config, Debug)]
@@ -179,8 +179,8 @@ impl ModuleDisplay for SkeletonConv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::conv::Conv2dConfig;
     use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, Tolerance};
 
     #[test]
@@ -217,17 +217,29 @@ mod tests {
             )
             .unwrap();
         let y = conv.forward(Tensor::from_data([[[[1.0, 10.0, 100.0]]]], &device));
-        assert_eq!(y.into_data().iter::<f32>().collect::<Vec<_>>(), vec![2.0, 20.0]);
+        assert_eq!(
+            y.into_data().iter::<f32>().collect::<Vec<_>>(),
+            vec![2.0, 20.0]
+        );
     }
 
     #[test]
     fn bad_configs_are_errors() {
         let device = Device::default();
         assert_eq!(
-            SkeletonConv2dConfig::new([0, 4], [3, 3]).init(&device).unwrap_err(),
-            ZooError::Zero { what: "input channels" }
+            SkeletonConv2dConfig::new([0, 4], [3, 3])
+                .init(&device)
+                .unwrap_err(),
+            ZooError::Zero {
+                what: "input channels"
+            }
         );
-        assert!(SkeletonConv2dConfig::new([3, 4], [3, 3]).with_stride([0, 1]).init(&device).is_err());
+        assert!(
+            SkeletonConv2dConfig::new([3, 4], [3, 3])
+                .with_stride([0, 1])
+                .init(&device)
+                .is_err()
+        );
         let err = SkeletonConv2dConfig::new([1, 1], [1, 2])
             .init_from(
                 Tensor::zeros([1, 1, 1, 2], &device),
@@ -235,6 +247,12 @@ mod tests {
                 None,
             )
             .unwrap_err();
-        assert!(matches!(err, ZooError::Shape { what: "skeleton", .. }));
+        assert!(matches!(
+            err,
+            ZooError::Shape {
+                what: "skeleton",
+                ..
+            }
+        ));
     }
 }

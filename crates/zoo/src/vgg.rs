@@ -2,6 +2,7 @@
 //!
 //! `features`: for each entry of the layer list, a 3×3 [`SkeletonConv2d`] (padding 1, no bias)
 //! + BatchNorm + ReLU, or a 2×2 max pool; then a linear classifier on the flattened features.
+//!
 //! Layer paths follow the reference's `nn.Sequential` indices (`features.0`, `features.1`, …), so
 //! reports and state files line up with it. Every conv is thresholded and drives its BatchNorm.
 
@@ -45,37 +46,101 @@ pub struct VggConfig {
 impl VggConfig {
     /// VGG-11 for 32×32 inputs.
     pub fn vgg11() -> Self {
-        Self::new(vec![C(64), M, C(128), M, C(256), C(256), M, C(512), C(512), M, C(512), C(512), M])
+        Self::new(vec![
+            C(64),
+            M,
+            C(128),
+            M,
+            C(256),
+            C(256),
+            M,
+            C(512),
+            C(512),
+            M,
+            C(512),
+            C(512),
+            M,
+        ])
     }
 
     /// VGG-13 for 32×32 inputs.
     pub fn vgg13() -> Self {
         Self::new(vec![
-            C(64), C(64), M, C(128), C(128), M, C(256), C(256), M, C(512), C(512), M, C(512),
-            C(512), M,
+            C(64),
+            C(64),
+            M,
+            C(128),
+            C(128),
+            M,
+            C(256),
+            C(256),
+            M,
+            C(512),
+            C(512),
+            M,
+            C(512),
+            C(512),
+            M,
         ])
     }
 
     /// VGG-16 for 32×32 inputs.
     pub fn vgg16() -> Self {
         Self::new(vec![
-            C(64), C(64), M, C(128), C(128), M, C(256), C(256), C(256), M, C(512), C(512), C(512),
-            M, C(512), C(512), C(512), M,
+            C(64),
+            C(64),
+            M,
+            C(128),
+            C(128),
+            M,
+            C(256),
+            C(256),
+            C(256),
+            M,
+            C(512),
+            C(512),
+            C(512),
+            M,
+            C(512),
+            C(512),
+            C(512),
+            M,
         ])
     }
 
     /// VGG-19 for 32×32 inputs.
     pub fn vgg19() -> Self {
         Self::new(vec![
-            C(64), C(64), M, C(128), C(128), M, C(256), C(256), C(256), C(256), M, C(512),
-            C(512), C(512), C(512), M, C(512), C(512), C(512), C(512), M,
+            C(64),
+            C(64),
+            M,
+            C(128),
+            C(128),
+            M,
+            C(256),
+            C(256),
+            C(256),
+            C(256),
+            M,
+            C(512),
+            C(512),
+            C(512),
+            C(512),
+            M,
+            C(512),
+            C(512),
+            C(512),
+            C(512),
+            M,
         ])
     }
 
     /// Builds the model.
     pub fn init(&self, device: &Device) -> Result<Vgg, ZooError> {
         if self.num_classes == 0 {
-            return Err(ZooError::Zero { what: "num_classes" });
+            return Err(ZooError::Zero {
+                what: "num_classes",
+            });
         }
         let mut convs = Vec::new();
         let mut norms = Vec::new();
@@ -176,7 +241,9 @@ mod tests {
     #[test]
     fn small_vgg_runs_and_names_layers_like_the_reference() {
         let device = Device::default();
-        let model = VggConfig::new(vec![C(4), M, C(6), M, C(5)]).init(&device).unwrap();
+        let model = VggConfig::new(vec![C(4), M, C(6), M, C(5)])
+            .init(&device)
+            .unwrap();
         let y = model.forward(Tensor::zeros([2, 3, 32, 32], &device));
         assert_eq!(y.dims(), [2, 10]);
         let names: Vec<_> = model
@@ -198,7 +265,9 @@ mod tests {
     fn vgg16_has_13_convs_and_rejects_too_many_pools() {
         let device = Device::default();
         assert_eq!(VggConfig::vgg16().init(&device).unwrap().convs.len(), 13);
-        let err = VggConfig::new(vec![C(4), M, M]).with_input_size([2, 2]).init(&device);
+        let err = VggConfig::new(vec![C(4), M, M])
+            .with_input_size([2, 2])
+            .init(&device);
         assert!(matches!(err, Err(ZooError::Config(_))));
     }
 }
