@@ -488,7 +488,6 @@ fn check_breakdown(
     b: &Value,
 ) -> Result<(), ConformanceError> {
     let w = WeightTexture::new(conv.weight.val());
-    let var = field(b, "var")?;
     let cout = conv.weight.dims()[0];
     let repeat = |t: Tensor<1>| vec![data(t)[0]; cout];
     let weight: [(&str, Vec<f64>); 7] = [
@@ -500,16 +499,7 @@ fn check_breakdown(
         ("similarity", data(w.similarity.clone())),
         ("similarity_sum", data(w.mass())),
     ];
-    for (k, ours) in weight {
-        report.check(
-            &format!("{at}.var.{k}"),
-            &ours,
-            &values(var, k)?,
-            NanRule::Finite,
-        );
-    }
     let s = SkeletonTexture::new(conv.skeleton.val());
-    let var2 = field(b, "var2")?;
     let skeleton: [(&str, Vec<f64>); 7] = [
         ("mean_skeleton", data(s.mean_skeleton.clone())),
         ("skeleton_norm", data(s.skeleton_norm.clone())),
@@ -519,13 +509,16 @@ fn check_breakdown(
         ("similarity", data(s.similarity.clone())),
         ("similarity_sum", data(s.mass())),
     ];
-    for (k, ours) in skeleton {
-        report.check(
-            &format!("{at}.var2.{k}"),
-            &ours,
-            &values(var2, k)?,
-            NanRule::Finite,
-        );
+    for (group, stats) in [("var", weight), ("var2", skeleton)] {
+        let reference = field(b, group)?;
+        for (k, ours) in stats {
+            report.check(
+                &format!("{at}.{group}.{k}"),
+                &ours,
+                &values(reference, k)?,
+                NanRule::Finite,
+            );
+        }
     }
     let sk = conv.skeleton.val();
     let row_l1 = sk.clone().abs().sum_dims(&[1, 2]).reshape([cout]);

@@ -25,8 +25,6 @@ pub enum VggLayer {
     MaxPool,
 }
 
-use VggLayer::{Conv as C, MaxPool as M};
-
 /// Configuration of a [`Vgg`].
 #[derive(Config, Debug)]
 pub struct VggConfig {
@@ -44,95 +42,37 @@ pub struct VggConfig {
 }
 
 impl VggConfig {
+    /// The standard VGG layout for 32×32 inputs: five stages of 64, 128, 256, 512 and 512
+    /// channels with `convs_per_stage[i]` convs each, every stage closed by a max pool.
+    pub fn standard(convs_per_stage: [usize; 5]) -> Self {
+        let layers = [64, 128, 256, 512, 512]
+            .into_iter()
+            .zip(convs_per_stage)
+            .flat_map(|(width, n)| {
+                core::iter::repeat_n(VggLayer::Conv(width), n).chain([VggLayer::MaxPool])
+            })
+            .collect();
+        Self::new(layers)
+    }
+
     /// VGG-11 for 32×32 inputs.
     pub fn vgg11() -> Self {
-        Self::new(vec![
-            C(64),
-            M,
-            C(128),
-            M,
-            C(256),
-            C(256),
-            M,
-            C(512),
-            C(512),
-            M,
-            C(512),
-            C(512),
-            M,
-        ])
+        Self::standard([1, 1, 2, 2, 2])
     }
 
     /// VGG-13 for 32×32 inputs.
     pub fn vgg13() -> Self {
-        Self::new(vec![
-            C(64),
-            C(64),
-            M,
-            C(128),
-            C(128),
-            M,
-            C(256),
-            C(256),
-            M,
-            C(512),
-            C(512),
-            M,
-            C(512),
-            C(512),
-            M,
-        ])
+        Self::standard([2, 2, 2, 2, 2])
     }
 
     /// VGG-16 for 32×32 inputs.
     pub fn vgg16() -> Self {
-        Self::new(vec![
-            C(64),
-            C(64),
-            M,
-            C(128),
-            C(128),
-            M,
-            C(256),
-            C(256),
-            C(256),
-            M,
-            C(512),
-            C(512),
-            C(512),
-            M,
-            C(512),
-            C(512),
-            C(512),
-            M,
-        ])
+        Self::standard([2, 2, 3, 3, 3])
     }
 
     /// VGG-19 for 32×32 inputs.
     pub fn vgg19() -> Self {
-        Self::new(vec![
-            C(64),
-            C(64),
-            M,
-            C(128),
-            C(128),
-            M,
-            C(256),
-            C(256),
-            C(256),
-            C(256),
-            M,
-            C(512),
-            C(512),
-            C(512),
-            C(512),
-            M,
-            C(512),
-            C(512),
-            C(512),
-            C(512),
-            M,
-        ])
+        Self::standard([2, 2, 4, 4, 4])
     }
 
     /// Builds the model.
@@ -237,6 +177,7 @@ impl Prunable for Vgg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use VggLayer::{Conv as C, MaxPool as M};
 
     #[test]
     fn small_vgg_runs_and_names_layers_like_the_reference() {
@@ -264,7 +205,11 @@ mod tests {
     #[test]
     fn vgg16_has_13_convs_and_rejects_too_many_pools() {
         let device = Device::default();
-        assert_eq!(VggConfig::vgg16().init(&device).unwrap().convs.len(), 13);
+        let vgg16 = VggConfig::vgg16();
+        assert_eq!(vgg16.layers.iter().filter(|l| **l != M).count(), 13);
+        assert_eq!(vgg16.layers[..3], [C(64), C(64), M]);
+        assert_eq!(VggConfig::vgg19().layers.len(), 16 + 5);
+        assert_eq!(vgg16.init(&device).unwrap().convs.len(), 13);
         let err = VggConfig::new(vec![C(4), M, M])
             .with_input_size([2, 2])
             .init(&device);
