@@ -196,8 +196,9 @@ impl Pruner {
     /// are exactly 0 whatever the optimizer's momentum does:
     /// `model = pruner.apply_masks(optim.step(lr, model, fit.grads))`.
     ///
-    /// Fails, leaving the model and the pruner's history untouched, when the loss is not tracked
-    /// by autodiff or is not finite.
+    /// Fails when the loss is not tracked by autodiff or is not finite; the model, the step
+    /// counter and the texture-mass history are then unchanged (the DTC masks, which depend on
+    /// the skeletons alone, may already hold this step's update).
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
         if !loss.is_tracked() {
             return Err(PruneError::NotAutodiff);
