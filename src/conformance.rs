@@ -121,6 +121,23 @@ impl Report {
         }
     }
 
+    /// Checks the scalar `ours` against the reference's field `key` of `reference`.
+    fn check_scalar(
+        &mut self,
+        at: &str,
+        key: &str,
+        ours: f64,
+        reference: &Value,
+    ) -> Result<(), ConformanceError> {
+        self.check(
+            &format!("{at}.{key}"),
+            &[ours],
+            &[number(reference, key)?],
+            NanRule::Finite,
+        );
+        Ok(())
+    }
+
     fn merge(&mut self, other: Report) {
         self.passed += other.passed;
         self.failures.extend(other.failures);
@@ -378,19 +395,9 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
                 let cdp = cdp_from_args(field(c, "args")?, false)?;
                 let (value, grads, _) = ConvStack::new(params, None, &device)?.penalty(&cdp);
                 let at = format!("{name}.configs.{cfg}");
-                report.check(
-                    &format!("{at}.loss"),
-                    &[ce + value],
-                    &[number(c, "loss")?],
-                    NanRule::Finite,
-                );
+                report.check_scalar(&at, "loss", ce + value, c)?;
                 if c.get("loss_minus_ce").is_some() {
-                    report.check(
-                        &format!("{at}.loss_minus_ce"),
-                        &[value],
-                        &[number(c, "loss_minus_ce")?],
-                        NanRule::Finite,
-                    );
+                    report.check_scalar(&at, "loss_minus_ce", value, c)?;
                 }
                 if let Some(g) = c.get("grads") {
                     check_grads(&mut report, &format!("{at}.grads"), &grads, g)?;
@@ -411,12 +418,7 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
             let at = format!("{name}.{key}");
             let mut cdp = cdp_from_args(&prop, history)?;
             let (v1, g1, masses) = ConvStack::new(params, None, &device)?.penalty(&cdp);
-            report.check(
-                &format!("{at}.loss_call1"),
-                &[ce + v1],
-                &[number(h, "loss_call1")?],
-                NanRule::Finite,
-            );
+            report.check_scalar(&at, "loss_call1", ce + v1, h)?;
             check_grads(
                 &mut report,
                 &format!("{at}.grads_call1"),
@@ -427,19 +429,9 @@ fn check_penalty(json: &Value, device: &Device) -> Result<Report, ConformanceErr
             cdp.commit(masses);
             let next = ConvStack::new(params, Some(deltas), &device)?;
             let (v2, g2, _) = next.penalty(&cdp);
-            report.check(
-                &format!("{at}.loss_call2"),
-                &[ce + v2],
-                &[number(h, "loss_call2")?],
-                NanRule::Finite,
-            );
+            report.check_scalar(&at, "loss_call2", ce + v2, h)?;
             if h.get("loss2_minus_ce").is_some() {
-                report.check(
-                    &format!("{at}.loss2_minus_ce"),
-                    &[v2],
-                    &[number(h, "loss2_minus_ce")?],
-                    NanRule::Finite,
-                );
+                report.check_scalar(&at, "loss2_minus_ce", v2, h)?;
             }
             check_grads(
                 &mut report,
