@@ -22,4 +22,12 @@ pub enum ZooError {
     /// A model configuration is inconsistent.
     #[error("invalid model configuration: {0}")]
     Config(String),
+    /// A model holds NaN or infinite values where compaction needs to read them.
+    #[error("cannot compact `{layer}`: its {what} hold NaN or infinite values")]
+    NonFinite {
+        /// Path of the layer.
+        layer: String,
+        /// Which values.
+        what: &'static str,
+    },
 }

@@ -5,17 +5,24 @@
 //!   forward `conv2d(x, W ⊙ S[:, None])`;
 //! - [`Prunable`] / [`PrunableLayers`]: a model lists its prunable layers, which of them are
 //!   thresholded, and which BatchNorm each one drives — a few lines per model, no name matching;
-//! - [`vgg`] and [`resnet`]: CIFAR VGG and ResNet as in the reference code, declaring the
-//!   reference's thresholding and coupling rules.
+//! - [`vgg`] and [`resnet`]: CIFAR VGG, CIFAR ResNet (as in the reference code) and ImageNet
+//!   ResNet-18/34/50/101/152, declaring the reference's thresholding and coupling rules;
+//! - [`compact`]: physical compaction into stripe-wise inference models with the same output
+//!   (METHOD §5);
+//! - [`CostReport`]: params, FLOPs and MACs per layer (METHOD §6).
 //!
 //! The zoo knows layers and couplings, not the pruner.
 
+pub mod compact;
+mod cost;
 mod error;
 mod prunable;
 pub mod resnet;
 mod skeleton_conv;
 pub mod vgg;
 
+pub use compact::Compactable;
+pub use cost::{CostReport, LayerCost, LayerKind, human};
 pub use error::ZooError;
 pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers};
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};

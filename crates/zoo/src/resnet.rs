@@ -1,33 +1,86 @@
-//! CIFAR ResNet (20/32/44/56/110) built from skeleton convolutions, as in the reference code.
+//! ResNets built from skeleton convolutions: the CIFAR family of the reference code
+//! (20/32/44/56/110) and the ImageNet family (18/34/50/101/152).
 //!
-//! Stem: 3×3 conv (3→16) + BN + ReLU. Three stages of `n = (depth - 2) / 6` BasicBlocks with 16,
-//! 32 and 64 output channels (stride 2 at the first block of stages 2 and 3). A block computes
-//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`; the shortcut is the identity, or a 1×1
-//! skeleton conv + BN where the shape changes. Each block's inner width (conv1's output) is
-//! configurable, as the reference's `cfg`. Head: global average pool + linear.
+//! - **CIFAR** (`ResNetStyle::Cifar`, depth `6n + 2`): 3×3 stem conv (→16) + BN + ReLU, three
+//!   stages of `n` BasicBlocks with 16, 32 and 64 channels, stride 2 at the first block of
+//!   stages 2 and 3, global average pool, linear.
+//! - **ImageNet** (`ResNetStyle::ImageNet`): 7×7 stride-2 stem conv (→64) + BN + ReLU + 3×3
+//!   stride-2 max pool, four stages of 64/128/256/512 channels (BasicBlocks for 18/34,
+//!   Bottlenecks with expansion 4 for 50/101/152, stride on the 3×3 conv as torchvision v1.5),
+//!   global average pool, linear.
 //!
-//! Pruning rules of the reference (METHOD §4): every conv but the shortcut convs is thresholded;
-//! only a block's `conv1 → bn1` is coupled; shortcut convs are penalised but never thresholded.
+//! A block is a chain of conv + BN pairs with ReLU between them (`[3×3, 3×3]` for a BasicBlock,
+//! `[1×1, 3×3, 1×1]` for a Bottleneck); it computes `relu(chain(x) + shortcut(x))`, the shortcut
+//! being the identity or a 1×1 skeleton conv + BN where the shape changes. The inner width of each
+//! block (the output of every conv but the last) is configurable, as the reference's `cfg`.
+//!
+//! Pruning rules (METHOD §4), declared through [`Prunable`]: every conv but the shortcut convs is
+//! thresholded; the BN after each inner conv of a block is coupled (those channels can be
+//! removed); the stem and each block's last conv feed the residual stream, so their BNs are not.
+//! Paths follow the reference / torchvision (`conv1`, `layer2.0.conv1`, `layer2.0.downsample.0`).
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError};
 
-/// Output channels of the stem and the three stages.
-const STAGE_WIDTHS: [usize; 3] = [16, 32, 64];
+/// Which ResNet family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResNetStyle {
+    /// CIFAR ResNets (He et al. §4.2), depth `6n + 2`, BasicBlocks.
+    Cifar,
+    /// ImageNet ResNets, depth 18, 34, 50, 101 or 152.
+    ImageNet,
+}
 
-/// Configuration of a CIFAR [`ResNet`].
+/// The block type of a ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockKind {
+    /// Two 3×3 convs; output width = stage width.
+    Basic,
+    /// 1×1, 3×3, 1×1 convs; output width = 4 × stage width.
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels per stage channel.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// The shape of a ResNet, derived from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResNetLayout {
+    /// Block type.
+    pub kind: BlockKind,
+    /// Stem output channels.
+    pub stem_width: usize,
+    /// Width of each stage (block output = width × expansion).
+    pub stage_widths: Vec<usize>,
+    /// Blocks in each stage.
+    pub stage_blocks: Vec<usize>,
+}
+
+/// Configuration of a [`ResNet`].
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
-    /// Depth `6n + 2`: 20, 32, 44, 56 or 110 (any `6n + 2` works).
+    /// Depth: `6n + 2` for CIFAR; 18, 34, 50, 101 or 152 for ImageNet.
     #[config(default = 56)]
     pub depth: usize,
-    /// Inner width of each block (`3n` entries); `None` means the stage width.
+    /// The family.
+    #[config(default = "ResNetStyle::Cifar")]
+    pub style: ResNetStyle,
+    /// Inner width of each block (one entry per block); `None` means the stage width.
     #[config(default = "None")]
     pub widths: Option<Vec<usize>>,
     /// Number of classes.
@@ -39,74 +92,161 @@ pub struct ResNetConfig {
 }
 
 impl ResNetConfig {
-    /// Blocks per stage, `(depth - 2) / 6`.
-    pub fn blocks_per_stage(&self) -> Result<usize, ZooError> {
-        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
-            return Err(ZooError::Config(format!(
-                "ResNet depth must be 6n + 2 with n ≥ 1, got {}",
-                self.depth
-            )));
+    /// A CIFAR ResNet of depth `6n + 2` (10 classes).
+    pub fn cifar(depth: usize) -> Self {
+        Self::new().with_depth(depth)
+    }
+
+    /// ImageNet ResNet-18 (1000 classes).
+    pub fn resnet18() -> Self {
+        Self::imagenet(18)
+    }
+
+    /// ImageNet ResNet-50 (1000 classes).
+    pub fn resnet50() -> Self {
+        Self::imagenet(50)
+    }
+
+    /// An ImageNet ResNet of depth 18, 34, 50, 101 or 152 (1000 classes).
+    pub fn imagenet(depth: usize) -> Self {
+        Self::new()
+            .with_depth(depth)
+            .with_style(ResNetStyle::ImageNet)
+            .with_num_classes(1000)
+    }
+
+    /// The stages and blocks this configuration describes.
+    pub fn layout(&self) -> Result<ResNetLayout, ZooError> {
+        match self.style {
+            ResNetStyle::Cifar => {
+                if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
+                    return Err(ZooError::Config(format!(
+                        "CIFAR ResNet depth must be 6n + 2 with n ≥ 1, got {}",
+                        self.depth
+                    )));
+                }
+                let n = (self.depth - 2) / 6;
+                Ok(ResNetLayout {
+                    kind: BlockKind::Basic,
+                    stem_width: 16,
+                    stage_widths: vec![16, 32, 64],
+                    stage_blocks: vec![n; 3],
+                })
+            }
+            ResNetStyle::ImageNet => {
+                let (kind, blocks) = match self.depth {
+                    18 => (BlockKind::Basic, vec![2, 2, 2, 2]),
+                    34 => (BlockKind::Basic, vec![3, 4, 6, 3]),
+                    50 => (BlockKind::Bottleneck, vec![3, 4, 6, 3]),
+                    101 => (BlockKind::Bottleneck, vec![3, 4, 23, 3]),
+                    152 => (BlockKind::Bottleneck, vec![3, 8, 36, 3]),
+                    d => {
+                        return Err(ZooError::Config(format!(
+                            "ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got {d}"
+                        )));
+                    }
+                };
+                Ok(ResNetLayout {
+                    kind,
+                    stem_width: 64,
+                    stage_widths: vec![64, 128, 256, 512],
+                    stage_blocks: blocks,
+                })
+            }
         }
-        Ok((self.depth - 2) / 6)
     }
 
     /// Builds the model.
     pub fn init(&self, device: &Device) -> Result<ResNet, ZooError> {
-        let n = self.blocks_per_stage()?;
+        let layout = self.layout()?;
         if self.num_classes == 0 {
             return Err(ZooError::Zero {
                 what: "num_classes",
             });
         }
+        let stage_of: Vec<usize> = layout
+            .stage_blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &n)| vec![s; n])
+            .collect();
         let widths = match &self.widths {
-            Some(w) if w.len() != 3 * n => {
+            Some(w) if w.len() != stage_of.len() => {
                 return Err(ZooError::Config(format!(
                     "{} block widths given, depth {} has {} blocks",
                     w.len(),
                     self.depth,
-                    3 * n
+                    stage_of.len()
                 )));
             }
             Some(w) => w.clone(),
-            None => STAGE_WIDTHS.iter().flat_map(|&w| vec![w; n]).collect(),
+            None => stage_of.iter().map(|&s| layout.stage_widths[s]).collect(),
         };
-        let conv3 = |cin, cout, stride| {
-            SkeletonConv2dConfig::new([cin, cout], [3, 3])
+        let conv = |cin, cout, k: usize, stride: usize| {
+            SkeletonConv2dConfig::new([cin, cout], [k, k])
                 .with_stride([stride, stride])
                 .init(device)
         };
-        let mut blocks = Vec::with_capacity(3 * n);
-        let mut cin = STAGE_WIDTHS[0];
-        for (i, &mid) in widths.iter().enumerate() {
-            let planes = STAGE_WIDTHS[i / n];
-            let stride = if i % n == 0 && i >= n { 2 } else { 1 };
-            let shortcut = if stride != 1 || cin != planes {
+        let expansion = layout.kind.expansion();
+        let mut blocks = Vec::with_capacity(widths.len());
+        let mut cin = layout.stem_width;
+        for (i, (&mid, &stage)) in widths.iter().zip(&stage_of).enumerate() {
+            let out = layout.stage_widths[stage] * expansion;
+            let first_of_stage = i == 0 || stage_of[i - 1] != stage;
+            let stride = if first_of_stage && stage > 0 { 2 } else { 1 };
+            let specs: Vec<(usize, usize, usize, usize)> = match layout.kind {
+                BlockKind::Basic => vec![(cin, mid, 3, stride), (mid, out, 3, 1)],
+                BlockKind::Bottleneck => {
+                    vec![(cin, mid, 1, 1), (mid, mid, 3, stride), (mid, out, 1, 1)]
+                }
+            };
+            let convs = specs
+                .iter()
+                .map(|&(i, o, k, s)| conv(i, o, k, s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let norms = specs
+                .iter()
+                .map(|&(_, o, _, _)| BatchNormConfig::new(o).init(device))
+                .collect();
+            let shortcut = if stride != 1 || cin != out {
                 Some(Shortcut {
-                    conv: SkeletonConv2dConfig::new([cin, planes], [1, 1])
-                        .with_stride([stride, stride])
-                        .init(device)?,
-                    norm: BatchNormConfig::new(planes).init(device),
+                    conv: conv(cin, out, 1, stride)?,
+                    norm: BatchNormConfig::new(out).init(device),
                 })
             } else {
                 None
             };
-            blocks.push(BasicBlock {
-                conv1: conv3(cin, mid, stride)?,
-                bn1: BatchNormConfig::new(mid).init(device),
-                conv2: conv3(mid, planes, 1)?,
-                bn2: BatchNormConfig::new(planes).init(device),
+            blocks.push(Block {
+                convs,
+                norms,
                 shortcut,
             });
-            cin = planes;
+            cin = out;
         }
+        let (stem, pool) = match self.style {
+            ResNetStyle::Cifar => (conv(self.in_channels, layout.stem_width, 3, 1)?, None),
+            ResNetStyle::ImageNet => (
+                conv(self.in_channels, layout.stem_width, 7, 2)?,
+                Some(stem_pool()),
+            ),
+        };
         Ok(ResNet {
-            conv1: conv3(self.in_channels, STAGE_WIDTHS[0], 1)?,
-            bn1: BatchNormConfig::new(STAGE_WIDTHS[0]).init(device),
+            conv1: stem,
+            bn1: BatchNormConfig::new(layout.stem_width).init(device),
+            pool,
             blocks,
-            fc: LinearConfig::new(STAGE_WIDTHS[2], self.num_classes).init(device),
-            blocks_per_stage: n,
+            fc: LinearConfig::new(cin, self.num_classes).init(device),
+            stage_blocks: layout.stage_blocks,
         })
     }
+}
+
+/// The 3×3, stride-2, padding-1 max pool after an ImageNet-style stem.
+pub(crate) fn stem_pool() -> MaxPool2d {
+    MaxPool2dConfig::new([3, 3])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init()
 }
 
 /// The 1×1 projection shortcut of a block whose shape changes.
@@ -118,26 +258,28 @@ pub struct Shortcut {
     pub norm: BatchNorm,
 }
 
-/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+/// A residual block: `relu(bn_K(conv_K(… relu(bn_1(conv_1(x))) …)) + shortcut(x))`.
 #[derive(Module, Debug)]
-pub struct BasicBlock {
-    /// First 3×3 conv (carries the block's stride).
-    pub conv1: SkeletonConv2d,
-    /// BatchNorm after `conv1`.
-    pub bn1: BatchNorm,
-    /// Second 3×3 conv.
-    pub conv2: SkeletonConv2d,
-    /// BatchNorm after `conv2`.
-    pub bn2: BatchNorm,
+pub struct Block {
+    /// The convs of the residual branch (2 for a BasicBlock, 3 for a Bottleneck).
+    pub convs: Vec<SkeletonConv2d>,
+    /// The BatchNorm after each conv.
+    pub norms: Vec<BatchNorm>,
     /// Projection shortcut; `None` is the identity.
     pub shortcut: Option<Shortcut>,
 }
 
-impl BasicBlock {
+impl Block {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let last = self.convs.len() - 1;
+        let mut out = x.clone();
+        for (k, (conv, norm)) in self.convs.iter().zip(&self.norms).enumerate() {
+            out = norm.forward(conv.forward(out));
+            if k < last {
+                out = relu(out);
+            }
+        }
         let identity = match &self.shortcut {
             Some(s) => s.norm.forward(s.conv.forward(x)),
             None => x,
@@ -146,19 +288,22 @@ impl BasicBlock {
     }
 }
 
-/// CIFAR ResNet with skeleton convolutions.
+/// ResNet with skeleton convolutions.
 #[derive(Module, Debug)]
 pub struct ResNet {
     /// Stem conv.
     pub conv1: SkeletonConv2d,
     /// Stem BatchNorm.
     pub bn1: BatchNorm,
-    /// The `3n` blocks, stage after stage.
-    pub blocks: Vec<BasicBlock>,
+    /// Stem max pool (ImageNet style).
+    pub pool: Option<MaxPool2d>,
+    /// The blocks, stage after stage.
+    pub blocks: Vec<Block>,
     /// Classifier.
     pub fc: Linear,
-    /// Blocks per stage.
-    pub blocks_per_stage: usize,
+    /// Blocks in each stage.
+    #[module(skip)]
+    pub stage_blocks: Vec<usize>,
 }
 
 impl ResNet {
@@ -169,6 +314,9 @@ impl ResNet {
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
         let mut x = relu(self.bn1.forward(self.conv1.forward(input)));
+        if let Some(pool) = &self.pool {
+            x = pool.forward(x);
+        }
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -178,9 +326,19 @@ impl ResNet {
 
     /// The reference's path of block `i`: `layer{stage}.{index}`.
     pub fn block_path(&self, i: usize) -> String {
-        let n = self.blocks_per_stage.max(1);
-        format!("layer{}.{}", i / n + 1, i % n)
+        block_path(&self.stage_blocks, i)
     }
+}
+
+/// `layer{stage}.{index}` of block `i` in a ResNet with `stage_blocks` blocks per stage.
+pub(crate) fn block_path(stage_blocks: &[usize], mut i: usize) -> String {
+    for (stage, &n) in stage_blocks.iter().enumerate() {
+        if i < n {
+            return format!("layer{}.{i}", stage + 1);
+        }
+        i -= n;
+    }
+    format!("block{i}")
 }
 
 impl Prunable for ResNet {
@@ -188,10 +346,13 @@ impl Prunable for ResNet {
         layers.conv("conv1", &self.conv1);
         for (i, block) in self.blocks.iter().enumerate() {
             let path = self.block_path(i);
-            layers
-                .conv(format!("{path}.conv1"), &block.conv1)
-                .norm(format!("{path}.bn1"), &block.bn1);
-            layers.conv(format!("{path}.conv2"), &block.conv2);
+            let last = block.convs.len() - 1;
+            for (k, (conv, norm)) in block.convs.iter().zip(&block.norms).enumerate() {
+                let layer = layers.conv(format!("{path}.conv{}", k + 1), conv);
+                if k < last {
+                    layer.norm(format!("{path}.bn{}", k + 1), norm);
+                }
+            }
             if let Some(s) = &block.shortcut {
                 layers
                     .conv(format!("{path}.downsample.0"), &s.conv)
@@ -208,7 +369,7 @@ mod tests {
     #[test]
     fn resnet20_shapes_and_layer_roles() {
         let device = Device::default();
-        let model = ResNetConfig::new().with_depth(20).init(&device).unwrap();
+        let model = ResNetConfig::cifar(20).init(&device).unwrap();
         assert_eq!(
             model.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
             [2, 10]
@@ -237,14 +398,48 @@ mod tests {
             .with_widths(Some(widths))
             .init(&device)
             .unwrap();
-        assert_eq!(model.blocks[9].conv1.weight_dims(), [4, 16, 3, 3]);
+        assert_eq!(model.blocks[9].convs[0].weight_dims(), [4, 16, 3, 3]);
         assert_eq!(model.block_path(26), "layer3.8");
-        assert!(ResNetConfig::new().with_depth(21).init(&device).is_err());
+        assert!(ResNetConfig::cifar(21).init(&device).is_err());
+        assert!(ResNetConfig::imagenet(20).init(&device).is_err());
         assert!(
             ResNetConfig::new()
                 .with_widths(Some(vec![3; 5]))
                 .init(&device)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn imagenet_resnets_have_torchvision_shapes() {
+        let device = Device::default();
+        let r18 = ResNetConfig::resnet18()
+            .with_num_classes(7)
+            .init(&device)
+            .unwrap();
+        assert_eq!(r18.blocks.len(), 8);
+        assert_eq!(
+            r18.forward(Tensor::zeros([1, 3, 64, 64], &device)).dims(),
+            [1, 7]
+        );
+        let layers = r18.collect_prunable();
+        // stem + 8 × 2 + 3 downsample convs.
+        assert_eq!(layers.len(), 1 + 16 + 3);
+        let r50 = ResNetConfig::resnet50()
+            .with_num_classes(5)
+            .init(&device)
+            .unwrap();
+        assert_eq!(r50.blocks.len(), 16);
+        assert_eq!(r50.blocks[3].convs[1].weight_dims(), [128, 128, 3, 3]);
+        assert_eq!(r50.blocks[3].convs[1].stride, [2, 2]);
+        assert_eq!(r50.block_path(3), "layer2.0");
+        let layers = r50.collect_prunable();
+        // stem + 16 × 3 + 4 downsample convs (layer1.0 changes 64 → 256).
+        assert_eq!(layers.len(), 1 + 48 + 4);
+        assert_eq!(layers.iter().filter(|l| l.norm.is_some()).count(), 32);
+        assert_eq!(
+            r50.forward(Tensor::zeros([1, 3, 64, 64], &device)).dims(),
+            [1, 5]
         );
     }
 }

@@ -108,11 +108,16 @@ impl VggConfig {
         Ok(Vgg {
             convs,
             norms,
-            pool: MaxPool2dConfig::new([2, 2]).init(),
+            pool: vgg_pool(),
             classifier: LinearConfig::new(channels * h * w, self.num_classes).init(device),
             layers: self.layers.clone(),
         })
     }
+}
+
+/// The 2×2, stride-2 max pool of a VGG.
+pub(crate) fn vgg_pool() -> MaxPool2d {
+    MaxPool2dConfig::new([2, 2]).init()
 }
 
 /// CIFAR VGG with skeleton convolutions.

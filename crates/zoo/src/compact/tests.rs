@@ -1,0 +1,316 @@
+//! Exactness of compaction: for random weights, BatchNorm statistics and masks (with dead
+//! stripes, dead filters, constant channels and dead blocks), the compact model's output equals
+//! the masked model's.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::BatchNorm;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::*;
+use crate::SkeletonConv2d;
+use crate::resnet::{ResNet, ResNetConfig};
+use crate::vgg::{Vgg, VggConfig, VggLayer};
+
+/// SplitMix64: a small deterministic generator for the properties below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in `[lo, hi)`.
+    fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    fn chance(&mut self, p: f32) -> bool {
+        self.unit() < p
+    }
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// How a random mask is drawn.
+#[derive(Clone, Copy)]
+struct Masking {
+    /// Probability that a stripe is dead.
+    stripe: f32,
+    /// Probability that a filter is dead.
+    filter: f32,
+    /// Probability that the whole layer is dead.
+    layer: f32,
+}
+
+/// Random weight and a skeleton with random dead stripes, filters or the whole layer; returns
+/// which filters are dead.
+fn randomize_conv(conv: &mut SkeletonConv2d, masking: Masking, rng: &mut Rng) -> Vec<bool> {
+    let device = conv.weight.val().device();
+    let [cout, cin, kh, kw] = conv.weight_dims();
+    let bound = (3.0 / (cin * kh * kw) as f32).sqrt();
+    let weight = (0..cout * cin * kh * kw)
+        .map(|_| rng.range(-bound, bound))
+        .collect();
+    let layer_dead = rng.chance(masking.layer);
+    let mut dead = vec![false; cout];
+    let mut skeleton = Vec::with_capacity(cout * kh * kw);
+    for d in dead.iter_mut() {
+        let filter_dead = layer_dead || rng.chance(masking.filter);
+        let row: Vec<f32> = (0..kh * kw)
+            .map(|_| {
+                if filter_dead || rng.chance(masking.stripe) {
+                    0.0
+                } else {
+                    rng.range(0.5, 1.5) * if rng.chance(0.5) { -1.0 } else { 1.0 }
+                }
+            })
+            .collect();
+        *d = row.iter().all(|v| *v == 0.0);
+        skeleton.extend(row);
+    }
+    conv.weight = Param::from_tensor(tensor(weight, [cout, cin, kh, kw], &device));
+    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
+    dead
+}
+
+/// Random γ, β and running statistics; the channels in `zeroed` get `γ = β = 0`, as DTC leaves
+/// a coupled BatchNorm of dead filters.
+fn randomize_norm(norm: &mut BatchNorm, zeroed: &[bool], rng: &mut Rng) {
+    let device = norm.gamma.val().device();
+    let [c] = norm.gamma.dims();
+    let mut draw = |lo, hi| (0..c).map(|_| rng.range(lo, hi)).collect::<Vec<_>>();
+    let mut gamma = draw(0.5, 1.5);
+    let mut beta = draw(-0.5, 0.5);
+    let mean = draw(-0.5, 0.5);
+    let var = draw(0.5, 2.0);
+    for (f, _) in zeroed.iter().enumerate().filter(|(_, z)| **z) {
+        (gamma[f], beta[f]) = (0.0, 0.0);
+    }
+    norm.gamma = Param::from_tensor(tensor(gamma, [c], &device));
+    norm.beta = Param::from_tensor(tensor(beta, [c], &device));
+    norm.running_mean = RunningState::new(tensor(mean, [c], &device));
+    norm.running_var = RunningState::new(tensor(var, [c], &device));
+}
+
+/// Dead filters of a coupled conv get a zeroed BatchNorm, except with probability `keep`
+/// (then their channel is the constant `relu(bn(0))`, which compaction must keep).
+fn coupled(dead: &[bool], keep: f32, rng: &mut Rng) -> Vec<bool> {
+    dead.iter().map(|&d| d && !rng.chance(keep)).collect()
+}
+
+fn randomize_vgg(mut model: Vgg, masking: Masking, rng: &mut Rng) -> Vgg {
+    for (conv, norm) in model.convs.iter_mut().zip(model.norms.iter_mut()) {
+        let dead = randomize_conv(conv, masking, rng);
+        randomize_norm(norm, &coupled(&dead, 0.2, rng), rng);
+    }
+    model
+}
+
+fn randomize_resnet(mut model: ResNet, masking: Masking, rng: &mut Rng) -> ResNet {
+    randomize_conv(&mut model.conv1, masking, rng);
+    randomize_norm(&mut model.bn1, &[], rng);
+    for block in &mut model.blocks {
+        let last = block.convs.len() - 1;
+        for (k, (conv, norm)) in block
+            .convs
+            .iter_mut()
+            .zip(block.norms.iter_mut())
+            .enumerate()
+        {
+            let dead = randomize_conv(conv, masking, rng);
+            let zeroed = if k < last {
+                coupled(&dead, 0.2, rng)
+            } else {
+                vec![]
+            };
+            randomize_norm(norm, &zeroed, rng);
+        }
+        if let Some(s) = &mut block.shortcut {
+            let dense = Masking {
+                stripe: 0.0,
+                filter: 0.0,
+                layer: 0.0,
+            };
+            randomize_conv(&mut s.conv, dense, rng);
+            randomize_norm(&mut s.norm, &[], rng);
+        }
+    }
+    model
+}
+
+fn input(shape: [usize; 4], rng: &mut Rng, device: &Device) -> Tensor<4> {
+    let n = shape.iter().product();
+    tensor(
+        (0..n).map(|_| rng.range(-2.0, 2.0)).collect(),
+        shape,
+        device,
+    )
+}
+
+/// `max |a − b| / max |b|`.
+fn relative_error(a: Tensor<2>, b: Tensor<2>) -> f32 {
+    let diff: f32 = (a - b.clone()).abs().max().into_scalar();
+    let scale: f32 = b.abs().max().into_scalar();
+    let scale = scale.max(1e-6);
+    diff / scale
+}
+
+const MASKINGS: [Masking; 3] = [
+    Masking {
+        stripe: 0.5,
+        filter: 0.2,
+        layer: 0.1,
+    },
+    Masking {
+        stripe: 0.8,
+        filter: 0.4,
+        layer: 0.25,
+    },
+    Masking {
+        stripe: 0.2,
+        filter: 0.05,
+        layer: 0.0,
+    },
+];
+
+fn check_vgg(config: VggConfig, seeds: u64, size: usize) {
+    let device = Device::default();
+    for seed in 0..seeds {
+        let mut rng = Rng(seed);
+        let masking = MASKINGS[seed as usize % MASKINGS.len()];
+        let model = randomize_vgg(config.init(&device).unwrap(), masking, &mut rng);
+        let compact = model.compact().unwrap();
+        let x = input([2, 3, size, size], &mut rng, &device);
+        let err = relative_error(compact.forward(x.clone()), model.forward(x));
+        assert!(err <= 1e-5, "seed {seed}: relative error {err}");
+        let (dense, small) = (model.cost([size, size]), compact.cost([size, size]));
+        assert!(small.macs() <= dense.macs() && small.params() <= dense.params());
+    }
+}
+
+/// Returns how many blocks were folded over all seeds.
+fn check_resnet(config: ResNetConfig, seeds: u64, size: usize) -> usize {
+    let device = Device::default();
+    let mut folded = 0;
+    for seed in 0..seeds {
+        let mut rng = Rng(1000 + seed);
+        let masking = MASKINGS[seed as usize % MASKINGS.len()];
+        let model = randomize_resnet(config.init(&device).unwrap(), masking, &mut rng);
+        let compact = model.compact().unwrap();
+        folded += compact.folded_blocks().len();
+        let x = input([2, 3, size, size], &mut rng, &device);
+        let err = relative_error(compact.forward(x.clone()), model.forward(x));
+        assert!(err <= 1e-5, "seed {seed}: relative error {err}");
+        let (dense, small) = (model.cost([size, size]), compact.cost([size, size]));
+        assert!(small.macs() <= dense.macs());
+    }
+    folded
+}
+
+#[test]
+fn compact_vgg11_equals_masked() {
+    check_vgg(VggConfig::vgg11(), 6, 32);
+}
+
+#[test]
+fn compact_vgg16_equals_masked() {
+    check_vgg(VggConfig::vgg16(), 6, 32);
+}
+
+#[test]
+fn compact_small_vgg_with_pools_at_the_end_equals_masked() {
+    use VggLayer::{Conv as C, MaxPool as M};
+    check_vgg(
+        VggConfig::new(vec![C(6), M, C(8), M, C(12), M, M, M]),
+        20,
+        32,
+    );
+}
+
+#[test]
+fn compact_resnet20_equals_masked_and_folds_blocks() {
+    assert!(check_resnet(ResNetConfig::cifar(20), 12, 32) > 0);
+}
+
+#[test]
+fn compact_resnet56_equals_masked() {
+    assert!(check_resnet(ResNetConfig::cifar(56), 6, 32) > 0);
+}
+
+#[test]
+fn compact_resnet18_equals_masked() {
+    check_resnet(ResNetConfig::resnet18().with_num_classes(10), 3, 64);
+}
+
+#[test]
+fn compact_resnet50_equals_masked() {
+    check_resnet(ResNetConfig::resnet50().with_num_classes(10), 3, 64);
+}
+
+#[test]
+fn all_dead_vgg_still_runs_and_matches() {
+    let device = Device::default();
+    let mut rng = Rng(7);
+    let dead = Masking {
+        stripe: 1.0,
+        filter: 1.0,
+        layer: 1.0,
+    };
+    use VggLayer::{Conv as C, MaxPool as M};
+    let model = randomize_vgg(
+        VggConfig::new(vec![C(4), M, C(6)]).init(&device).unwrap(),
+        dead,
+        &mut rng,
+    );
+    let compact = model.compact().unwrap();
+    assert_eq!(compact.plan().convs[1].live_stripes(), 0);
+    let x = input([2, 3, 32, 32], &mut rng, &device);
+    assert!(relative_error(compact.forward(x.clone()), model.forward(x)) <= 1e-5);
+}
+
+#[test]
+fn saved_compact_model_reloads_bit_for_bit() {
+    let device = Device::default();
+    let mut rng = Rng(42);
+    let model = randomize_resnet(
+        ResNetConfig::cifar(20).init(&device).unwrap(),
+        MASKINGS[1],
+        &mut rng,
+    );
+    let compact = model.compact().unwrap();
+    let plan = compact.plan();
+    let json = serde_json::to_string(&plan).unwrap();
+    let plan: CompactResNetPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(plan, compact.plan());
+    let dir = std::env::temp_dir().join(format!("texprune-compact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("resnet20.bpk");
+    let x = input([2, 3, 32, 32], &mut rng, &device);
+    let expected = compact.forward(x.clone()).into_data();
+    compact.save_file(&path).unwrap();
+    let reloaded = plan.init(&device).try_load_file(&path).unwrap();
+    assert_eq!(reloaded.forward(x).into_data(), expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn non_finite_skeleton_is_an_error() {
+    let device = Device::default();
+    let mut model = VggConfig::new(vec![VggLayer::Conv(4)])
+        .init(&device)
+        .unwrap();
+    model.convs[0].skeleton = Param::from_tensor(Tensor::full([4, 3, 3], f32::NAN, &device));
+    let err = model.compact().unwrap_err();
+    assert!(err.to_string().contains("features.0"), "{err}");
+}

@@ -1,0 +1,331 @@
+//! Params, FLOPs and MACs per layer and in total (METHOD §6), in the convention of the
+//! reference's `flops.py`.
+//!
+//! - conv: `FLOPs = 2·kh·kw·Cin·Cout·Ho·Wo`, `MACs = kh·kw·Cin·Cout·Ho·Wo`;
+//! - stripe-wise conv: `FLOPs = 2·stripes·Cin·Ho·Wo`, `MACs = stripes·Cin·Ho·Wo`;
+//! - BatchNorm: `2·elements` FLOPs, `2·C` params (γ, β; running statistics are not params);
+//! - ReLU: `elements` FLOPs; pooling: `k²·output elements` FLOPs — only where the reference's
+//!   model has them as modules (VGG; the ResNets use functional ReLU and pooling, not counted);
+//! - linear: `FLOPs = 2·weights + bias`, `MACs = weights`.
+//!
+//! `skeleton` counts the skeleton entries the reference keeps beside each conv (`Cout·kh·kw`,
+//! after its pruning the boolean stripe mask of the kept filters); texprune's compact models fold
+//! the skeleton into the weights and store none, so `params` is what they really hold and
+//! `params + skeleton` is the reference's parameter total.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a layer is, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerKind {
+    /// A dense convolution (a skeleton conv before compaction).
+    Conv,
+    /// A stripe-wise convolution (after compaction).
+    StripeConv,
+    /// BatchNorm.
+    BatchNorm,
+    /// ReLU.
+    Relu,
+    /// Max or average pooling.
+    Pool,
+    /// Linear layer.
+    Linear,
+    /// A residual branch folded into a per-channel constant.
+    Constant,
+}
+
+/// The cost of one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerCost {
+    /// Path of the layer.
+    pub name: String,
+    /// Layer type.
+    pub kind: LayerKind,
+    /// Short description of the shape (`16→32 3×3/2 @16×16`).
+    pub shape: String,
+    /// Parameters stored (weights, BN γ and β, biases, folded constants).
+    pub params: u64,
+    /// Skeleton entries the reference keeps beside this conv.
+    pub skeleton: u64,
+    /// Floating-point operations (2 per multiply-add).
+    pub flops: u64,
+    /// Multiply-accumulates.
+    pub macs: u64,
+}
+
+/// Per-layer and total cost of a model at one input size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostReport {
+    /// Input `[channels, height, width]` (batch 1).
+    pub input: [usize; 3],
+    /// The layers, in forward order.
+    pub layers: Vec<LayerCost>,
+}
+
+/// Output size of a window of `kernel` with `stride` and `padding` over `size`.
+pub(crate) fn output_size(
+    size: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> [usize; 2] {
+    core::array::from_fn(|d| (size[d] + 2 * padding[d]).saturating_sub(kernel[d]) / stride[d] + 1)
+}
+
+impl CostReport {
+    pub(crate) fn new(input: [usize; 3]) -> Self {
+        Self {
+            input,
+            layers: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: &str, kind: LayerKind, shape: String, costs: [u64; 4]) {
+        let [params, skeleton, flops, macs] = costs;
+        self.layers.push(LayerCost {
+            name: name.to_string(),
+            kind,
+            shape,
+            params,
+            skeleton,
+            flops,
+            macs,
+        });
+    }
+
+    /// A dense conv with a `Cout·kh·kw` skeleton.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv(
+        &mut self,
+        name: &str,
+        [cin, cout]: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        out: [usize; 2],
+        bias: bool,
+    ) {
+        let k = (kernel[0] * kernel[1]) as u64;
+        let macs = k * (cin * cout * out[0] * out[1]) as u64;
+        let params = k * (cin * cout) as u64 + if bias { cout as u64 } else { 0 };
+        self.push(
+            name,
+            LayerKind::Conv,
+            format!(
+                "{cin}→{cout} {}×{}/{} @{}×{}",
+                kernel[0], kernel[1], stride[0], out[0], out[1]
+            ),
+            [params, k * cout as u64, 2 * macs, macs],
+        );
+    }
+
+    /// A stripe-wise conv with `stripes` live stripes over `cin` input channels and `filters`
+    /// kept filters of a `kernel`-sized skeleton.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn stripe_conv(
+        &mut self,
+        name: &str,
+        [cin, cout]: [usize; 2],
+        stripes: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        out: [usize; 2],
+        bias: bool,
+    ) {
+        let macs = (stripes * cin * out[0] * out[1]) as u64;
+        let params = (stripes * cin) as u64 + if bias { cout as u64 } else { 0 };
+        self.push(
+            name,
+            LayerKind::StripeConv,
+            format!(
+                "{cin}→{cout} {stripes}/{} stripes {}×{}/{} @{}×{}",
+                cout * kernel[0] * kernel[1],
+                kernel[0],
+                kernel[1],
+                stride[0],
+                out[0],
+                out[1]
+            ),
+            [
+                params,
+                (cout * kernel[0] * kernel[1]) as u64,
+                2 * macs,
+                macs,
+            ],
+        );
+    }
+
+    /// BatchNorm over `channels` maps of size `hw`.
+    pub(crate) fn norm(&mut self, name: &str, channels: usize, hw: [usize; 2]) {
+        let elements = (channels * hw[0] * hw[1]) as u64;
+        self.push(
+            name,
+            LayerKind::BatchNorm,
+            format!("{channels}"),
+            [2 * channels as u64, 0, 2 * elements, 0],
+        );
+    }
+
+    /// ReLU over `channels` maps of size `hw`.
+    pub(crate) fn relu(&mut self, name: &str, channels: usize, hw: [usize; 2]) {
+        let elements = (channels * hw[0] * hw[1]) as u64;
+        self.push(
+            name,
+            LayerKind::Relu,
+            format!("{channels}"),
+            [0, 0, elements, 0],
+        );
+    }
+
+    /// A `kernel × kernel` pool producing `channels` maps of size `out`.
+    pub(crate) fn pool(&mut self, name: &str, kernel: usize, channels: usize, out: [usize; 2]) {
+        let elements = (channels * out[0] * out[1]) as u64;
+        self.push(
+            name,
+            LayerKind::Pool,
+            format!("{kernel}×{kernel} → {channels}@{}×{}", out[0], out[1]),
+            [0, 0, (kernel * kernel) as u64 * elements, 0],
+        );
+    }
+
+    /// A linear layer `d_in → d_out` with bias.
+    pub(crate) fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
+        let weights = (d_in * d_out) as u64;
+        self.push(
+            name,
+            LayerKind::Linear,
+            format!("{d_in}→{d_out}"),
+            [
+                weights + d_out as u64,
+                0,
+                2 * weights + d_out as u64,
+                weights,
+            ],
+        );
+    }
+
+    /// A residual branch folded into a constant of `channels` values.
+    pub(crate) fn constant(&mut self, name: &str, channels: usize) {
+        self.push(
+            name,
+            LayerKind::Constant,
+            format!("{channels}"),
+            [channels as u64, 0, 0, 0],
+        );
+    }
+
+    /// Total parameters stored.
+    pub fn params(&self) -> u64 {
+        self.layers.iter().map(|l| l.params).sum()
+    }
+
+    /// Total skeleton entries, as the reference counts them.
+    pub fn skeleton(&self) -> u64 {
+        self.layers.iter().map(|l| l.skeleton).sum()
+    }
+
+    /// Total FLOPs.
+    pub fn flops(&self) -> u64 {
+        self.layers.iter().map(|l| l.flops).sum()
+    }
+
+    /// Total MACs.
+    pub fn macs(&self) -> u64 {
+        self.layers.iter().map(|l| l.macs).sum()
+    }
+
+    /// The layers of one kind, in order.
+    pub fn of_kind(&self, kind: LayerKind) -> impl Iterator<Item = &LayerCost> {
+        self.layers.iter().filter(move |l| l.kind == kind)
+    }
+}
+
+/// `12.3M`-style rendering.
+pub fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}G", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+impl fmt::Display for CostReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name_width = self
+            .layers
+            .iter()
+            .map(|l| l.name.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let [c, h, w] = self.input;
+        writeln!(f, "input 1×{c}×{h}×{w}")?;
+        writeln!(
+            f,
+            "{:<name_width$}  {:<11} {:>9} {:>9} {:>9}  shape",
+            "layer", "kind", "params", "FLOPs", "MACs"
+        )?;
+        for l in &self.layers {
+            writeln!(
+                f,
+                "{:<name_width$}  {:<11} {:>9} {:>9} {:>9}  {}",
+                l.name,
+                format!("{:?}", l.kind),
+                human(l.params),
+                human(l.flops),
+                human(l.macs),
+                l.shape
+            )?;
+        }
+        write!(
+            f,
+            "{:<name_width$}  {:<11} {:>9} {:>9} {:>9}  (+{} skeleton entries in the reference's count)",
+            "total",
+            "",
+            human(self.params()),
+            human(self.flops()),
+            human(self.macs()),
+            self.skeleton()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_of_each_layer_kind() {
+        let mut r = CostReport::new([3, 32, 32]);
+        r.conv("c", [3, 16], [3, 3], [1, 1], [32, 32], false);
+        r.stripe_conv("s", [16, 16], 100, [3, 3], [2, 2], [16, 16], false);
+        r.norm("bn", 16, [32, 32]);
+        r.relu("relu", 16, [32, 32]);
+        r.pool("pool", 2, 16, [16, 16]);
+        r.linear("fc", 64, 10);
+        r.constant("k", 16);
+        let flops: Vec<u64> = r.layers.iter().map(|l| l.flops).collect();
+        assert_eq!(
+            flops,
+            [
+                2 * 9 * 3 * 16 * 1024,
+                2 * 100 * 16 * 256,
+                2 * 16 * 1024,
+                16 * 1024,
+                4 * 16 * 256,
+                2 * 640 + 10,
+                0
+            ]
+        );
+        assert_eq!(r.params(), 9 * 48 + 1600 + 32 + 650 + 16);
+        assert_eq!(r.skeleton(), 16 * 9 + 16 * 9);
+        assert_eq!(r.macs(), 9 * 48 * 1024 + 100 * 16 * 256 + 640);
+        assert_eq!(output_size([32, 32], [3, 3], [2, 2], [1, 1]), [16, 16]);
+        assert_eq!(output_size([224, 224], [7, 7], [2, 2], [3, 3]), [112, 112]);
+        let table = r.to_string();
+        assert!(table.contains("StripeConv"));
+        assert!(table.lines().last().unwrap().starts_with("total"));
+    }
+}
