@@ -1,7 +1,7 @@
 //! Checks texprune against reference files computed by the authors' PyTorch code.
 //!
 //! ```text
-//! cargo run --release --example conformance -- tests/data/reference/penalty.json tests/data/reference/dtc.json
+//! cargo run --release --example conformance -- tests/data/reference/*.json
 //! ```
 //!
 //! Prints one line per failed check and ends with `N passed, M failed`; exits non-zero when a
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             Ok(report) => {
                 for line in &report.failures {
                     println!("FAIL {}: {line}", file.display());
+                }
+                for line in &report.notes {
+                    println!("NOTE {line}");
                 }
                 passed += report.passed;
                 failed += report.failures.len();

@@ -28,6 +28,9 @@
 //!     model = pruner.apply_masks(optim.step(0.1, model, step.grads));
 //!     println!("{}", step.summary);
 //! }
+//! // A smaller inference model with the same output, and what it saved:
+//! let compact = pruner.compact(model.clone())?;
+//! println!("{}", compact.cost([32, 32]));
 //! # Ok(())
 //! # }
 //! ```
@@ -44,7 +47,10 @@ pub use texprune_zoo as zoo;
 
 pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError};
-pub use texprune_zoo::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError};
+pub use texprune_zoo::{
+    Compactable, CostReport, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
+    ZooError,
+};
 
 pub mod conformance;
 mod error;

@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
 use texprune_dtc::{DtcConfig, DtcState, ThresholdContainer};
-use texprune_zoo::{Prunable, PrunableLayer};
+use texprune_zoo::{Compactable, Prunable, PrunableLayer};
 
 use crate::PruneError;
 use crate::masking::{MaskMapper, mask_gradient};
@@ -270,6 +270,13 @@ impl Pruner {
             }
         }
         model.map(&mut mapper)
+    }
+
+    /// The compact inference model of `model` under the masks in force: the masks are applied,
+    /// then dead stripes, filters and blocks are removed physically (METHOD §5). Its output
+    /// equals the masked model's.
+    pub fn compact<M: Compactable>(&self, model: M) -> Result<M::Compact, PruneError> {
+        Ok(self.apply_masks(model).compact()?)
     }
 
     /// Reads loss, penalty and live counts from the device in one transaction.

@@ -47,7 +47,13 @@ mod conformance {
     fn reference_vectors_pass() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference");
         let device = Device::default();
-        for (file, at_least) in [("penalty.json", 400), ("dtc.json", 400)] {
+        for (file, at_least) in [
+            ("penalty.json", 400),
+            ("dtc.json", 400),
+            ("prune_vgg_small.json", 38),
+            ("prune_resnet56_small.json", 204),
+            ("prune_resnet56_full_structure.json", 166),
+        ] {
             let report = check_file(&dir.join(file), &device).unwrap();
             assert!(report.failures.is_empty(), "{file}: {:#?}", report.failures);
             // Every loss, intermediate, gradient, threshold and mask of the file is a check.
@@ -72,6 +78,25 @@ mod conformance {
         let report = check_file(&path, &Device::default()).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    }
+
+    /// The pruning checks compare the structure: one stripe more or less, or a FLOP count off
+    /// by one multiply-add, fails.
+    #[test]
+    fn a_perturbed_pruning_reference_fails() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference");
+        let text = std::fs::read_to_string(dir.join("prune_resnet56_full_structure.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let case = &mut json["case"]["pruned"];
+        case["flops"] = serde_json::json!(case["flops"].as_u64().unwrap() + 2);
+        let bit = &mut case["structure"][5]["stripe_mask"][0][0][0];
+        *bit = serde_json::json!(!bit.as_bool().unwrap());
+        let path = std::env::temp_dir().join(format!("texprune-prune-{}.json", std::process::id()));
+        std::fs::write(&path, json.to_string()).unwrap();
+        let report = check_file(&path, &Device::default()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+        assert!(report.notes.is_empty());
     }
 }
 

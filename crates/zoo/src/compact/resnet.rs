@@ -174,6 +174,22 @@ impl CompactResNet {
         }
     }
 
+    /// The convs with their reference paths (`conv1`, `layer1.0.conv1`, …,
+    /// `layer2.0.downsample.0`), in forward order.
+    pub fn named_convs(&self) -> Vec<(String, &StripeConv2d)> {
+        let mut named = vec![("conv1".to_string(), &self.conv1)];
+        for (i, block) in self.blocks.iter().enumerate() {
+            let path = block_path(&self.stage_blocks, i);
+            for (k, conv) in block.convs.iter().enumerate() {
+                named.push((format!("{path}.conv{}", k + 1), conv));
+            }
+            if let Some(s) = &block.shortcut {
+                named.push((format!("{path}.downsample.0"), &s.conv));
+            }
+        }
+        named
+    }
+
     /// Blocks whose residual branch was folded into a constant, by path.
     pub fn folded_blocks(&self) -> Vec<String> {
         (0..self.blocks.len())

@@ -43,6 +43,19 @@ impl StripeConvPlan {
         self.positions.iter().map(|p| p.filters.len()).sum()
     }
 
+    /// The live-stripe mask `[out_channels, kh, kw]`, row-major.
+    pub fn stripe_mask(&self) -> Vec<bool> {
+        let [kh, kw] = self.kernel_size;
+        let mut mask = vec![false; self.out_channels * kh * kw];
+        for p in &self.positions {
+            let [i, j] = p.offset;
+            for &f in &p.filters {
+                mask[(f * kh + i) * kw + j] = true;
+            }
+        }
+        mask
+    }
+
     /// Output size for an input of size `hw`.
     pub fn output_size(&self, hw: [usize; 2]) -> [usize; 2] {
         output_size(hw, self.kernel_size, self.stride, self.padding)

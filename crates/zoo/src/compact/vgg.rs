@@ -85,6 +85,23 @@ impl CompactVgg {
         }
     }
 
+    /// The convs with their reference paths (`features.N`), in forward order.
+    pub fn named_convs(&self) -> Vec<(String, &StripeConv2d)> {
+        let mut index = 0;
+        let mut convs = self.convs.iter();
+        let mut named = Vec::new();
+        for layer in &self.layers {
+            match layer {
+                VggLayer::Conv(_) => {
+                    named.extend(convs.next().map(|c| (format!("features.{index}"), c)));
+                    index += 3;
+                }
+                VggLayer::MaxPool => index += 1,
+            }
+        }
+        named
+    }
+
     /// Params, FLOPs and MACs for a `[height, width]` input.
     pub fn cost(&self, input_size: [usize; 2]) -> CostReport {
         let in_channels = self.convs[0].plan.in_channels;

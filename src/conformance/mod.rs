@@ -1,9 +1,10 @@
 //! Conformance with values computed by the authors' PyTorch code (float64).
 //!
 //! [`check_file`] reads a reference file in the format of `tests/data/reference/penalty.json`
-//! (`SeparateAngleLoss`) or `dtc.json` (`update_skeleton`), recomputes every value with texprune
-//! in the reference mode on `device` in float64, and counts one check per compared quantity
-//! (a loss, an intermediate vector, a gradient tensor, a threshold vector, a mask).
+//! (`SeparateAngleLoss`), `dtc.json` (`update_skeleton`) or `prune_*.json` (`model.prune`, see
+//! the `prune` module), recomputes every value with texprune in the reference mode on `device` in
+//! float64, and counts one check per compared quantity (a loss, an intermediate vector, a
+//! gradient tensor, a threshold vector, a mask, an output, a structure entry, a FLOP list).
 //!
 //! Tolerance: `|ours - theirs| ≤ 1e-9 · (1 + |theirs|)` per element ([`TOLERANCE`]). Both sides
 //! are float64; they differ only by summation order (~1e-15), the `cos` clamp (≤ 7e-9 on a
@@ -27,6 +28,8 @@ use texprune_zoo::vgg::{VggConfig, VggLayer};
 use texprune_zoo::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig};
 
 use crate::{Pruner, PrunerConfig};
+
+mod prune;
 
 /// Relative tolerance of every comparison (see the module doc).
 pub const TOLERANCE: f64 = 1e-9;
@@ -66,6 +69,8 @@ pub struct Report {
     pub passed: usize,
     /// One line per failed check.
     pub failures: Vec<String>,
+    /// What was not compared, and why.
+    pub notes: Vec<String>,
 }
 
 /// What a NaN in the reference stands for.
@@ -141,6 +146,7 @@ impl Report {
     fn merge(&mut self, other: Report) {
         self.passed += other.passed;
         self.failures.extend(other.failures);
+        self.notes.extend(other.notes);
     }
 }
 
@@ -227,9 +233,12 @@ pub fn check_file(path: &Path, device: &Device) -> Result<Report, ConformanceErr
         check_penalty(&json, device)
     } else if json.get("layer_cases").is_some() || json.get("model_cases").is_some() {
         check_dtc(&json, device)
+    } else if prune::is_prune_file(&json) {
+        prune::check_prune(&json, device)
     } else {
         Err(format_err(format!(
-            "{}: not a penalty (`models`, `ce`) or DTC (`layer_cases`, `model_cases`) reference file",
+            "{}: not a penalty (`models`, `ce`), DTC (`layer_cases`, `model_cases`) or pruning \
+             (`cases` with `dense` and `pruned`) reference file",
             path.display()
         )))
     }
