@@ -169,8 +169,8 @@ fn classes(
 
 /// A model of the case, loaded, with the names of its convs.
 enum Model {
-    Vgg(Vgg),
-    ResNet(ResNet),
+    Vgg(Box<Vgg>),
+    ResNet(Box<ResNet>),
 }
 
 fn build(state: &State, case: &Value, hw: [usize; 2]) -> Result<Model, ConformanceError> {
@@ -210,7 +210,7 @@ fn build(state: &State, case: &Value, hw: [usize; 2]) -> Result<Model, Conforman
             state.norm(&mut model.norms[k], &format!("features.{}", c + 1))?;
         }
         state.linear(&mut model.classifier, "classifier")?;
-        Ok(Model::Vgg(model))
+        Ok(Model::Vgg(Box::new(model)))
     } else {
         let per_stage = (0..)
             .take_while(|b| state.skeletons.contains_key(&format!("layer1.{b}.conv1")))
@@ -248,7 +248,7 @@ fn build(state: &State, case: &Value, hw: [usize; 2]) -> Result<Model, Conforman
             }
         }
         state.linear(&mut model.fc, "fc")?;
-        Ok(Model::ResNet(model))
+        Ok(Model::ResNet(Box::new(model)))
     }
 }
 
@@ -280,7 +280,7 @@ fn compact(
             Compacted {
                 masked_output: x.clone().map(|x| m.forward(x)),
                 output: x.map(|x| c.forward(x)),
-                dense: Compactable::cost(&m, hw),
+                dense: Compactable::cost(m.as_ref(), hw),
                 compact: c.cost(hw),
                 convs: plans(c.named_convs()),
                 folded: Vec::new(),
@@ -291,7 +291,7 @@ fn compact(
             Compacted {
                 masked_output: x.clone().map(|x| m.forward(x)),
                 output: x.map(|x| c.forward(x)),
-                dense: Compactable::cost(&m, hw),
+                dense: Compactable::cost(m.as_ref(), hw),
                 compact: c.cost(hw),
                 convs: plans(c.named_convs()),
                 folded: c.folded_blocks(),
