@@ -12,6 +12,7 @@
 //! rebuilds an empty model of that structure to load a record into.
 
 mod conv_norm;
+mod host_kernel;
 mod resnet;
 mod stripe_conv;
 mod vgg;

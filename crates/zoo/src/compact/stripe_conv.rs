@@ -6,6 +6,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::host_kernel::{self, Geometry};
 use crate::cost::output_size;
 
 /// The live stripes at one kernel position.
@@ -125,12 +126,23 @@ impl StripeConv2d {
         }
     }
 
-    /// Applies the conv.
+    /// Applies the conv: through the host CPU kernel for f32 inputs on the CPU backend (no
+    /// autodiff), through [`forward_tensor_ops`](Self::forward_tensor_ops) elsewhere.
     ///
     /// # Shapes
     /// - `input`: `[batch, Cin, H, W]`
     /// - output: `[batch, Cout, Ho, Wo]` as the dense conv it came from
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        if runs_on_host(&input) {
+            self.forward_host(input)
+        } else {
+            self.forward_tensor_ops(input)
+        }
+    }
+
+    /// The forward pass with backend tensor ops only (strided slice, 1×1 conv, indexed add):
+    /// runs on every backend, with autodiff.
+    pub fn forward_tensor_ops(&self, input: Tensor<4>) -> Tensor<4> {
         let [batch, _, h, w] = input.dims();
         let [ho, wo] = self.plan.output_size([h, w]);
         let cout = self.plan.out_channels;
@@ -170,9 +182,56 @@ impl StripeConv2d {
                 out.select_assign(1, filters.clone(), y, IndexingUpdateOp::Add)
             };
         }
+        self.add_bias(out)
+    }
+
+    fn add_bias(&self, out: Tensor<4>) -> Tensor<4> {
         match &self.bias {
-            Some(b) => out + b.val().reshape([1, cout, 1, 1]),
+            Some(b) => out + b.val().reshape([1, self.plan.out_channels, 1, 1]),
             None => out,
         }
     }
+
+    /// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff).
+    fn forward_host(&self, input: Tensor<4>) -> Tensor<4> {
+        let device = input.device();
+        let [batch, cin, h, w] = input.dims();
+        let [ho, wo] = self.plan.output_size([h, w]);
+        let x: Vec<f32> = input.into_data().try_into_vec().unwrap_or_default();
+        let w_all: Vec<f32> = if self.weights.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(self.weights.iter().map(Param::val).collect(), 0)
+                .into_data()
+                .try_into_vec()
+                .unwrap_or_default()
+        };
+        let geometry = Geometry {
+            input: [cin, h, w],
+            output: [ho, wo],
+        };
+        let out = host_kernel::stripe_conv(&self.plan, &x, &w_all, geometry);
+        let out = Tensor::from_data(
+            TensorData::new(out, [batch, self.plan.out_channels, ho, wo]),
+            &device,
+        );
+        self.add_bias(out)
+    }
+}
+
+/// Whether `input` is an f32 tensor of a CPU backend without autodiff, where
+/// [`host_kernel`] is faster than backend tensor ops.
+fn runs_on_host(input: &Tensor<4>) -> bool {
+    let device = input.device();
+    input.dtype() == burn::tensor::DType::F32 && !device.is_autodiff() && is_cpu(&device)
+}
+
+#[cfg(feature = "flex")]
+fn is_cpu(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+#[cfg(not(feature = "flex"))]
+fn is_cpu(_device: &Device) -> bool {
+    false
 }

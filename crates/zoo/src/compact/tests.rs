@@ -314,3 +314,48 @@ fn non_finite_skeleton_is_an_error() {
     let err = model.compact().unwrap_err();
     assert!(err.to_string().contains("features.0"), "{err}");
 }
+
+/// The host kernel and the tensor-op path compute the same conv, for every stride, kernel and
+/// padding the zoo uses, with dead positions and dead filters.
+#[test]
+fn host_kernel_equals_tensor_ops() {
+    use crate::SkeletonConv2dConfig;
+    let device = Device::default();
+    let mut rng = Rng(3);
+    for (k, stride, padding, size) in [
+        (3, 1, None, 9),
+        (3, 2, None, 9),
+        (3, 2, None, 8),
+        (1, 1, None, 7),
+        (1, 2, None, 7),
+        (7, 2, None, 16),
+        (3, 1, Some([0, 0]), 6),
+        (3, 3, Some([2, 2]), 10),
+    ] {
+        for masking in MASKINGS {
+            let mut conv = SkeletonConv2dConfig::new([5, 6], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(padding)
+                .init(&device)
+                .unwrap();
+            randomize_conv(&mut conv, masking, &mut rng);
+            let mut norm = burn::nn::BatchNormConfig::new(6).init(&device);
+            randomize_norm(&mut norm, &[], &mut rng);
+            let all: Vec<usize> = (0..5).collect();
+            let compact =
+                super::conv_norm::compact_conv_norm("c", &conv, &norm, &all, false, false)
+                    .unwrap()
+                    .conv;
+            let x = input([3, 5, size, size], &mut rng, &device);
+            let dense = conv.forward(x.clone());
+            let host = compact.forward(x.clone());
+            let ops = compact.forward_tensor_ops(x);
+            assert_eq!(host.dims(), dense.dims());
+            let scale: f32 = dense.clone().abs().max().into_scalar();
+            for (what, y) in [("host", host), ("tensor ops", ops)] {
+                let err: f32 = (y - dense.clone()).abs().max().into_scalar();
+                assert!(err <= 1e-5 * scale.max(1.0), "k{k} s{stride} {what}: {err}");
+            }
+        }
+    }
+}
