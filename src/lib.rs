@@ -41,6 +41,7 @@
 
 pub use burn;
 pub use texprune_cdp as cdp;
+pub use texprune_data as data;
 pub use texprune_dtc as dtc;
 pub use texprune_texture as texture;
 pub use texprune_zoo as zoo;

@@ -1,0 +1,85 @@
+//! Errors of reading datasets.
+
+use std::path::{Path, PathBuf};
+
+/// A dataset file that cannot be read, with the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file or folder cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not start with the format's magic number.
+    #[error("{}: bad magic number {found:#010x} ({expected})", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The first four bytes.
+        found: u32,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The file is shorter or longer than its header or format says.
+    #[error("{}: {found} bytes, expected {expected}", path.display())]
+    Size {
+        /// The file.
+        path: PathBuf,
+        /// Bytes expected.
+        expected: String,
+        /// Bytes found.
+        found: usize,
+    },
+    /// A label is outside the class range.
+    #[error("{}: record {record} has label {label}, the dataset has {classes} classes", path.display())]
+    Label {
+        /// The file.
+        path: PathBuf,
+        /// Index of the record.
+        record: usize,
+        /// The label.
+        label: usize,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// Images and labels do not match.
+    #[error("{}: {what}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        what: String,
+    },
+    /// An image cannot be decoded.
+    #[error("{}: cannot decode image: {message}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        message: String,
+    },
+    /// A dataset has no items.
+    #[error("{}: no images found", path.display())]
+    Empty {
+        /// The folder or file.
+        path: PathBuf,
+    },
+    /// An index past the end of a dataset.
+    #[error("index {index} out of range for a dataset of {len} items")]
+    Index {
+        /// The index.
+        index: usize,
+        /// The dataset's length.
+        len: usize,
+    },
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

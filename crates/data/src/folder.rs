@@ -1,0 +1,114 @@
+//! An image folder: `root/<class>/<image>.{jpg,jpeg,png}`, classes in sorted order (the
+//! ImageNet layout). Images are decoded when read, resized so the shorter side is `resize`, and
+//! centre-cropped to `crop × crop`.
+
+use std::path::{Path, PathBuf};
+
+use burn::data::dataset::Dataset;
+use image::imageops::FilterType;
+
+use crate::error::io;
+use crate::{DataError, ImageItem};
+
+/// A class-per-folder image dataset, decoded on demand.
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    /// Class names (folder names), sorted; the label is the index.
+    pub classes: Vec<String>,
+    /// Every image with its label.
+    pub items: Vec<(PathBuf, usize)>,
+    /// Shorter side after resizing.
+    pub resize: u32,
+    /// Side of the centre crop.
+    pub crop: u32,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .map(|e| e.map(|e| e.path()).map_err(io(dir)))
+        .collect::<Result<Vec<_>, _>>()?;
+    entries.sort();
+    Ok(entries)
+}
+
+impl ImageFolder {
+    /// Lists the images under `root` (nothing is decoded yet).
+    pub fn new(root: &Path, resize: u32, crop: u32) -> Result<Self, DataError> {
+        let mut classes = Vec::new();
+        let mut items = Vec::new();
+        for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
+            let label = classes.len();
+            classes.push(
+                dir.file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            for file in sorted_entries(&dir)?.into_iter().filter(|p| is_image(p)) {
+                items.push((file, label));
+            }
+        }
+        if items.is_empty() {
+            return Err(DataError::Empty {
+                path: root.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            classes,
+            items,
+            resize: resize.max(crop),
+            crop,
+        })
+    }
+}
+
+/// Decodes `path` to RGB, resizes its shorter side to `resize` and centre-crops `crop × crop`.
+pub fn load_image(path: &Path, resize: u32, crop: u32) -> Result<Vec<u8>, DataError> {
+    let decoded = image::open(path).map_err(|e| DataError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (w, h) = (decoded.width(), decoded.height());
+    let scale = resize as f64 / w.min(h).max(1) as f64;
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).max(crop),
+        ((h as f64 * scale).round() as u32).max(crop),
+    );
+    let rgb = decoded
+        .resize_exact(nw, nh, FilterType::Triangle)
+        .crop_imm((nw - crop) / 2, (nh - crop) / 2, crop, crop)
+        .to_rgb8();
+    let plane = (crop * crop) as usize;
+    let mut chw = vec![0u8; 3 * plane];
+    for (i, px) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            chw[c * plane + i] = px[c];
+        }
+    }
+    Ok(chw)
+}
+
+impl Dataset<ImageItem, DataError> for ImageFolder {
+    fn get(&self, index: usize) -> Result<ImageItem, DataError> {
+        let (path, label) = self.items.get(index).ok_or(DataError::Index {
+            index,
+            len: self.items.len(),
+        })?;
+        let c = self.crop as usize;
+        Ok(ImageItem {
+            pixels: load_image(path, self.resize, self.crop)?,
+            shape: [3, c, c],
+            label: *label,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
