@@ -16,7 +16,7 @@ use texprune::burn::module::Param;
 use texprune::burn::tensor::{Device, Distribution, Tensor};
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::{SkeletonConv2d, compact::CompactResNet};
-use texprune::{Compactable, Prunable};
+use texprune::{Compactable, Costed, Prunable};
 
 const BATCH: usize = 64;
 

@@ -49,14 +49,18 @@ pub use texprune_zoo as zoo;
 pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError};
 pub use texprune_zoo::{
-    Compactable, CostReport, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
-    ZooError,
+    Classifier, Compactable, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d,
+    SkeletonConv2dConfig, ZooError,
 };
 
 pub mod conformance;
 mod error;
 mod masking;
 mod pruner;
+
+pub mod checkpoint;
+pub mod plots;
+pub mod report;
 
 pub use error::PruneError;
 pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};

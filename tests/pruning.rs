@@ -448,3 +448,256 @@ mod errors {
         ));
     }
 }
+
+/// Real data: a short epoch on Fashion-MNIST, and the training recipe's crash recovery.
+mod recipe {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use texprune::data::{ImageBatcher, Normalization, Split, batch_rng, mnist};
+    use texprune::{Classifier, Prunable};
+
+    use super::*;
+
+    /// Where Debian's `dataset-fashion-mnist` puts the full dataset (`.ci/run` installs it).
+    const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+    #[test]
+    fn an_epoch_on_real_fashion_mnist_lowers_the_loss_and_prunes_stripes() {
+        let dir = Path::new(FASHION_MNIST);
+        assert!(
+            dir.join("train-images-idx3-ubyte.gz").exists(),
+            "{FASHION_MNIST} is missing: install Debian's package `dataset-fashion-mnist`"
+        );
+        let train = mnist(dir, Split::Train).unwrap().take(2048);
+        assert_eq!(train.shape, [1, 28, 28]);
+        let device = Device::default().autodiff();
+        device.seed(3);
+        let mut model: Vgg = VggConfig::new(vec![
+            VggLayer::Conv(16),
+            VggLayer::MaxPool,
+            VggLayer::Conv(32),
+            VggLayer::MaxPool,
+        ])
+        .with_in_channels(1)
+        .with_input_size([28, 28])
+        .init(&device)
+        .unwrap();
+        let mut pruner = Pruner::new(PrunerConfig::new(
+            CdpConfig::new().with_l1(5e-2),
+            DtcConfig::new().with_threshold(0.02),
+        ))
+        .unwrap();
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+            ))
+            .init();
+        let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let mut losses = Vec::new();
+        let mut last = None;
+        let order: Vec<usize> = (0..train.len()).collect();
+        for (b, chunk) in order.chunks(32).enumerate() {
+            use texprune::burn::data::dataset::Dataset;
+            let items: Vec<_> = chunk.iter().map(|&i| train.get(i).unwrap()).collect();
+            let batch = batcher.images(&items, &mut batch_rng(0, 0, b), &device);
+            let loss = loss_fn.forward(model.logits(batch.images), batch.labels);
+            let fit = pruner.fit(&model, loss).unwrap();
+            model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
+            losses.push(fit.summary.loss);
+            last = Some(fit.summary);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (first, end) = (mean(&losses[..8]), mean(&losses[losses.len() - 8..]));
+        assert!(end < 0.6 * first, "loss {first:.3} → {end:.3}");
+        let summary = last.unwrap();
+        assert!(
+            summary.live_stripes < summary.total_stripes,
+            "no stripe pruned: {summary}"
+        );
+        // Pruned means exactly zero in the model.
+        let zeros: usize = model
+            .collect_prunable()
+            .iter()
+            .map(|l| {
+                values(l.skeleton.clone())
+                    .iter()
+                    .filter(|v| **v == 0.0)
+                    .count()
+            })
+            .sum();
+        assert_eq!(zeros as u64, summary.total_stripes - summary.live_stripes);
+    }
+
+    /// The `train` example, built by `cargo test` next to this test's binary.
+    fn train_example() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let path = profile_dir.join("examples").join("train");
+        assert!(path.exists(), "{} not built", path.display());
+        path
+    }
+
+    fn run_train(args: &[&str], out: &Path, data: &Path) -> std::process::ExitStatus {
+        Command::new(train_example())
+            .args(args)
+            .arg("--out")
+            .arg(out)
+            .arg("--data-dir")
+            .arg(data)
+            .output()
+            .unwrap()
+            .status
+    }
+
+    /// Killed mid-epoch, resumed from the last checkpoint, the recipe ends where an uninterrupted
+    /// run with the same seed ends: same compacted structure, same accuracy.
+    #[test]
+    fn the_recipe_resumes_after_a_crash_to_the_same_result() {
+        let root = std::env::temp_dir().join(format!("texprune-recipe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // The repository's Fashion-MNIST test split, under the training file names.
+        let data = root.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
+        for kind in ["images-idx3", "labels-idx1"] {
+            for split in ["train", "t10k"] {
+                std::fs::copy(
+                    shipped.join(format!("t10k-{kind}-ubyte.gz")),
+                    data.join(format!("{split}-{kind}-ubyte.gz")),
+                )
+                .unwrap();
+            }
+        }
+        let args = [
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            "small",
+            "--epochs",
+            "3",
+            "--limit-train",
+            "640",
+            "--limit-test",
+            "200",
+            "--l1",
+            "0.2",
+            "--threshold",
+            "0.05",
+            "--seed",
+            "5",
+        ];
+        let (a, b) = (root.join("a"), root.join("b"));
+        assert!(run_train(&args, &a, &data).success());
+        // 10 steps per epoch: abort in the middle of the second epoch.
+        let crashed = run_train(&[&args[..], &["--crash-at-step", "15"]].concat(), &b, &data);
+        assert!(!crashed.success());
+        assert!(b.join("last.ckpt").exists() && !b.join("report.json").exists());
+        assert!(run_train(&[&args[..], &["--resume"]].concat(), &b, &data).success());
+        let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+        let structure: Vec<(String, Vec<bool>)> =
+            serde_json::from_str(&read(&a, "structure.json")).unwrap();
+        let live: usize = structure
+            .iter()
+            .map(|(_, m)| m.iter().filter(|b| **b).count())
+            .sum();
+        let total: usize = structure.iter().map(|(_, m)| m.len()).sum();
+        assert!(0 < live && live < total, "{live} of {total} stripes live");
+        assert_eq!(read(&a, "structure.json"), read(&b, "structure.json"));
+        let report = |dir: &Path| -> serde_json::Value {
+            serde_json::from_str(&read(dir, "report.json")).unwrap()
+        };
+        for key in [
+            "accuracy_masked",
+            "accuracy_compact",
+            "params_compact",
+            "flops_compact",
+        ] {
+            assert_eq!(report(&a)[key], report(&b)[key], "{key}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
+
+mod checkpoints {
+    use texprune::checkpoint::{self, CheckpointError};
+
+    use super::*;
+
+    fn setup() -> (Vgg, texprune::burn::optim::ModuleOptimizer, Pruner) {
+        let device = Device::default().autodiff();
+        let model = VggConfig::new(vec![
+            VggLayer::Conv(4),
+            VggLayer::MaxPool,
+            VggLayer::Conv(6),
+        ])
+        .with_input_size([8, 8])
+        .init(&device)
+        .unwrap();
+        let pruner = Pruner::new(PrunerConfig::new(CdpConfig::new(), DtcConfig::new())).unwrap();
+        (model, SgdConfig::new().init(), pruner)
+    }
+
+    #[test]
+    fn round_trip_and_damaged_files() {
+        let dir = std::env::temp_dir().join(format!("texprune-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("last.ckpt");
+        let (model, optim, pruner) = setup();
+        checkpoint::save(&path, &7u32, &model, &optim, &pruner).unwrap();
+        let ck = checkpoint::load::<u32>(&path).unwrap();
+        assert_eq!(ck.meta, 7);
+        let (fresh, optim2, _) = setup();
+        let restored = ck.model(fresh).unwrap();
+        let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &Device::default());
+        assert_eq!(
+            restored.valid().forward(x.clone()).into_data(),
+            model.valid().forward(x).into_data()
+        );
+        ck.optimizer(optim2).unwrap();
+        ck.pruner(&restored).unwrap();
+
+        // Truncated, wrong magic, wrong model: typed errors naming the file.
+        let bytes = std::fs::read(&path).unwrap();
+        let damaged = dir.join("damaged.ckpt");
+        std::fs::write(&damaged, &bytes[..bytes.len() - 10]).unwrap();
+        let err = checkpoint::load::<u32>(&damaged).err().unwrap();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("damaged.ckpt"));
+        std::fs::write(&damaged, b"PK\x03\x04 a zip file").unwrap();
+        assert!(matches!(
+            checkpoint::load::<u32>(&damaged),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+        let other = VggConfig::new(vec![VggLayer::Conv(5)])
+            .with_input_size([8, 8])
+            .init(&Device::default())
+            .unwrap();
+        assert!(matches!(
+            ck.model(other),
+            Err(CheckpointError::Mismatch { .. })
+        ));
+
+        // A save that fails (its target is a folder) leaves the previous checkpoint intact.
+        let blocked = dir.join("blocked.ckpt");
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        assert!(matches!(
+            checkpoint::save(&blocked, &1u32, &model, &optim, &pruner),
+            Err(CheckpointError::Io { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -22,7 +22,7 @@ use serde_json::Value;
 use texprune_zoo::compact::{StripeConv2d, StripeConvPlan};
 use texprune_zoo::resnet::{ResNet, ResNetConfig};
 use texprune_zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune_zoo::{Compactable, CostReport, LayerKind, SkeletonConv2d};
+use texprune_zoo::{Compactable, CostReport, Costed, LayerKind, SkeletonConv2d};
 
 use super::{ConformanceError, NanRule, Report, data, field, flatten, format_err, number, values};
 
@@ -280,7 +280,7 @@ fn compact(
             Compacted {
                 masked_output: x.clone().map(|x| m.forward(x)),
                 output: x.map(|x| c.forward(x)),
-                dense: Compactable::cost(m.as_ref(), hw),
+                dense: m.cost(hw),
                 compact: c.cost(hw),
                 convs: plans(c.named_convs()),
                 folded: Vec::new(),
@@ -291,7 +291,7 @@ fn compact(
             Compacted {
                 masked_output: x.clone().map(|x| m.forward(x)),
                 output: x.map(|x| c.forward(x)),
-                dense: Compactable::cost(m.as_ref(), hw),
+                dense: m.cost(hw),
                 compact: c.cost(hw),
                 convs: plans(c.named_convs()),
                 folded: c.folded_blocks(),

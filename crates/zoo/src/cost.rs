@@ -17,6 +17,12 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A model whose params, FLOPs and MACs can be counted.
+pub trait Costed {
+    /// The per-layer cost for one `[height, width]` input (batch 1).
+    fn cost(&self, input_size: [usize; 2]) -> CostReport;
+}
+
 /// What a layer is, for the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LayerKind {

@@ -13,6 +13,7 @@
 //!
 //! The zoo knows layers and couplings, not the pruner.
 
+mod classifier;
 pub mod compact;
 mod cost;
 mod error;
@@ -21,8 +22,9 @@ pub mod resnet;
 mod skeleton_conv;
 pub mod vgg;
 
+pub use classifier::Classifier;
 pub use compact::Compactable;
-pub use cost::{CostReport, LayerCost, LayerKind, human};
+pub use cost::{CostReport, Costed, LayerCost, LayerKind, human};
 pub use error::ZooError;
 pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers};
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};

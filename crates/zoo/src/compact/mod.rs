@@ -26,18 +26,17 @@ pub use resnet::{
 pub use stripe_conv::{StripeConv2d, StripeConvPlan, StripePosition};
 pub use vgg::{CompactVgg, CompactVggPlan};
 
-use crate::{CostReport, Prunable, ZooError};
+use burn::module::Module;
+
+use crate::{Classifier, Costed, Prunable, ZooError};
 
 /// A model that can be compacted into a smaller model with the same output.
-pub trait Compactable: Prunable {
+pub trait Compactable: Prunable + Costed {
     /// The compact inference model.
-    type Compact;
+    type Compact: Module + Classifier + Costed;
 
     /// Compacts the model as it is: stripes whose skeleton entry is zero are removed, and
     /// whatever they leave exactly zero or constant (METHOD §5). Apply the pruner's masks first
     /// (`Pruner::compact` does).
     fn compact(&self) -> Result<Self::Compact, ZooError>;
-
-    /// Params, FLOPs and MACs of the dense model for a `[height, width]` input.
-    fn cost(&self, input_size: [usize; 2]) -> CostReport;
 }

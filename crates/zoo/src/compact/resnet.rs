@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conv_norm::{CompactedConv, compact_conv_norm, host, silent_output};
 use super::{Compactable, StripeConv2d, StripeConvPlan};
-use crate::cost::{CostReport, output_size};
+use crate::cost::{CostReport, Costed, output_size};
 use crate::resnet::{ResNet, block_path, stem_pool};
 use crate::{SkeletonConv2d, ZooError};
 
@@ -197,53 +197,6 @@ impl CompactResNet {
             .map(|i| block_path(&self.stage_blocks, i))
             .collect()
     }
-
-    /// Params, FLOPs and MACs for a `[height, width]` input.
-    pub fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
-        let mut report = CostReport::new([self.conv1.plan.in_channels, h, w]);
-        let stripe = |r: &mut CostReport, name: &str, c: &StripeConv2d, hw| {
-            let p = &c.plan;
-            let out = p.output_size(hw);
-            r.stripe_conv(
-                name,
-                [p.in_channels, p.out_channels],
-                p.live_stripes(),
-                p.kernel_size,
-                p.stride,
-                out,
-                p.bias,
-            );
-            out
-        };
-        let mut hw = stripe(&mut report, "conv1", &self.conv1, [h, w]);
-        report.norm("bn1", self.conv1.plan.out_channels, hw);
-        if self.pool.is_some() {
-            hw = output_size(hw, [3, 3], [2, 2], [1, 1]);
-        }
-        for (i, block) in self.blocks.iter().enumerate() {
-            let path = block_path(&self.stage_blocks, i);
-            let mut out = hw;
-            for (k, conv) in block.convs.iter().enumerate() {
-                out = stripe(&mut report, &format!("{path}.conv{}", k + 1), conv, out);
-                report.norm(&format!("{path}.bn{}", k + 1), conv.plan.out_channels, out);
-            }
-            if let Some(c) = &block.constant {
-                report.constant(&format!("{path}.constant"), c.dims()[0]);
-            }
-            if let Some(s) = &block.shortcut {
-                out = stripe(&mut report, &format!("{path}.downsample.0"), &s.conv, hw);
-                report.norm(
-                    &format!("{path}.downsample.1"),
-                    s.conv.plan.out_channels,
-                    out,
-                );
-            }
-            hw = out;
-        }
-        let [d_in, d_out] = self.fc.weight.dims();
-        report.linear("fc", d_in, d_out);
-        report
-    }
 }
 
 fn dense_conv_cost(
@@ -345,7 +298,58 @@ impl Compactable for ResNet {
             stage_blocks: model.stage_blocks.clone(),
         })
     }
+}
 
+impl Costed for CompactResNet {
+    /// Params, FLOPs and MACs for a `[height, width]` input.
+    fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
+        let mut report = CostReport::new([self.conv1.plan.in_channels, h, w]);
+        let stripe = |r: &mut CostReport, name: &str, c: &StripeConv2d, hw| {
+            let p = &c.plan;
+            let out = p.output_size(hw);
+            r.stripe_conv(
+                name,
+                [p.in_channels, p.out_channels],
+                p.live_stripes(),
+                p.kernel_size,
+                p.stride,
+                out,
+                p.bias,
+            );
+            out
+        };
+        let mut hw = stripe(&mut report, "conv1", &self.conv1, [h, w]);
+        report.norm("bn1", self.conv1.plan.out_channels, hw);
+        if self.pool.is_some() {
+            hw = output_size(hw, [3, 3], [2, 2], [1, 1]);
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let path = block_path(&self.stage_blocks, i);
+            let mut out = hw;
+            for (k, conv) in block.convs.iter().enumerate() {
+                out = stripe(&mut report, &format!("{path}.conv{}", k + 1), conv, out);
+                report.norm(&format!("{path}.bn{}", k + 1), conv.plan.out_channels, out);
+            }
+            if let Some(c) = &block.constant {
+                report.constant(&format!("{path}.constant"), c.dims()[0]);
+            }
+            if let Some(s) = &block.shortcut {
+                out = stripe(&mut report, &format!("{path}.downsample.0"), &s.conv, hw);
+                report.norm(
+                    &format!("{path}.downsample.1"),
+                    s.conv.plan.out_channels,
+                    out,
+                );
+            }
+            hw = out;
+        }
+        let [d_in, d_out] = self.fc.weight.dims();
+        report.linear("fc", d_in, d_out);
+        report
+    }
+}
+
+impl Costed for ResNet {
     fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
         let mut report = CostReport::new([self.conv1.weight_dims()[1], h, w]);
         let mut hw = dense_conv_cost(&mut report, "conv1", &self.conv1, [h, w]);

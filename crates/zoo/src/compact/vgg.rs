@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conv_norm::{compact_conv_norm, index_tensor};
 use super::{Compactable, StripeConv2d, StripeConvPlan};
-use crate::cost::{CostReport, output_size};
+use crate::cost::{CostReport, Costed, output_size};
 use crate::vgg::{Vgg, VggLayer, vgg_pool};
 use crate::{Prunable, ZooError};
 
@@ -100,31 +100,6 @@ impl CompactVgg {
             }
         }
         named
-    }
-
-    /// Params, FLOPs and MACs for a `[height, width]` input.
-    pub fn cost(&self, input_size: [usize; 2]) -> CostReport {
-        let in_channels = self.convs[0].plan.in_channels;
-        vgg_cost(
-            &self.layers,
-            in_channels,
-            input_size,
-            self.classifier.weight.dims(),
-            |r, name, k, hw| {
-                let p = &self.convs[k].plan;
-                let out = p.output_size(hw);
-                r.stripe_conv(
-                    name,
-                    [p.in_channels, p.out_channels],
-                    p.live_stripes(),
-                    p.kernel_size,
-                    p.stride,
-                    out,
-                    p.bias,
-                );
-                out
-            },
-        )
     }
 }
 
@@ -217,7 +192,36 @@ impl Compactable for Vgg {
             layers,
         })
     }
+}
 
+impl Costed for CompactVgg {
+    /// Params, FLOPs and MACs for a `[height, width]` input.
+    fn cost(&self, input_size: [usize; 2]) -> CostReport {
+        let in_channels = self.convs[0].plan.in_channels;
+        vgg_cost(
+            &self.layers,
+            in_channels,
+            input_size,
+            self.classifier.weight.dims(),
+            |r, name, k, hw| {
+                let p = &self.convs[k].plan;
+                let out = p.output_size(hw);
+                r.stripe_conv(
+                    name,
+                    [p.in_channels, p.out_channels],
+                    p.live_stripes(),
+                    p.kernel_size,
+                    p.stride,
+                    out,
+                    p.bias,
+                );
+                out
+            },
+        )
+    }
+}
+
+impl Costed for Vgg {
     fn cost(&self, input_size: [usize; 2]) -> CostReport {
         let in_channels = self.convs[0].weight_dims()[1];
         vgg_cost(

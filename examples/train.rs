@@ -1,0 +1,576 @@
+//! The full training recipe: CDP + DTC on CIFAR-10/100, Fashion-MNIST or an image folder, with
+//! the reference's schedule as defaults, checkpoints, exact resume, compaction and a report.
+//!
+//! ```text
+//! cargo run --release --example train -- --dataset cifar10 --data-dir cifar-10-batches-bin \
+//!     --model resnet56 --l1 1e-5 --threshold 0.01
+//! cargo run --release --example train -- --dataset fashion-mnist --model small --epochs 10
+//! cargo run --release --example train -- ... --resume       # continue from the last checkpoint
+//! ```
+//!
+//! Defaults follow the reference (METHOD §7): 160 epochs, batch 64, SGD lr 0.1, momentum 0.9,
+//! weight decay 1e-4 (skeletons included), lr × 0.1 at 60 %, 75 % and 90 % of the epochs (when
+//! there are more than 20), pad-4 crop + flip augmentation on CIFAR. After every epoch the model
+//! is evaluated and `last.ckpt` (and `best.ckpt` when the accuracy improves) are written
+//! atomically into `--out`, with the model, the optimizer's momentum, the pruner's state and the
+//! epoch. `--resume` continues from `last.ckpt`; data order and augmentation depend only on the
+//! seed and the position in training, so a resumed run repeats the uninterrupted one. At the end
+//! the model is compacted and `report.json`, `structure.json`, the cost tables and the texture
+//! plots are written.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use texprune::burn::data::dataset::Dataset;
+use texprune::burn::nn::loss::CrossEntropyLossConfig;
+use texprune::burn::optim::decay::WeightDecayConfig;
+use texprune::burn::optim::momentum::MomentumConfig;
+use texprune::burn::optim::{ModuleOptimizer, SgdConfig};
+use texprune::burn::tensor::Device;
+use texprune::checkpoint;
+use texprune::data::{
+    Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
+    Normalization, Split, batch_rng, cifar10, cifar100, epoch_order, mnist,
+};
+use texprune::plots::plot_texture;
+use texprune::report::{RunReport, accuracy, latency_ms, write_atomic};
+use texprune::zoo::resnet::ResNetConfig;
+use texprune::zoo::vgg::{VggConfig, VggLayer};
+use texprune::{
+    CdpConfig, Classifier, Compactable, Costed, DtcConfig, Formula, Prunable, Pruner, PrunerConfig,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+enum DatasetKind {
+    Cifar10,
+    Cifar100,
+    FashionMnist,
+    Imagefolder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+enum ModelKind {
+    /// The quickstart's VGG `[32, M, 64, M, 128, M]`.
+    Small,
+    Vgg11,
+    Vgg13,
+    Vgg16,
+    Vgg19,
+    Resnet20,
+    Resnet32,
+    Resnet44,
+    Resnet56,
+    Resnet110,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+enum FormulaKind {
+    Corrected,
+    Reference,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+enum Backend {
+    /// Burn's flex CPU backend.
+    Flex,
+    /// Burn's ndarray CPU backend (feature `ndarray`).
+    Ndarray,
+    /// wgpu (feature `wgpu`).
+    Wgpu,
+    /// CUDA (feature `cuda`).
+    Cuda,
+}
+
+/// CDP + DTC training with checkpoints, then compaction.
+#[derive(Parser, Debug, Clone, Serialize, Deserialize)]
+#[command(version, about)]
+struct Args {
+    /// Dataset.
+    #[arg(long, value_enum, default_value = "cifar10")]
+    dataset: DatasetKind,
+    /// Dataset folder (CIFAR `.bin` files, IDX files, or an image folder with `train/` and
+    /// `val/`). Fashion-MNIST defaults to Debian's `/usr/share/datasets/fashion-mnist`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Model.
+    #[arg(long, value_enum, default_value = "resnet56")]
+    model: ModelKind,
+    /// Epochs.
+    #[arg(long, default_value_t = 160)]
+    epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Weight decay (also on the skeletons, as the reference).
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// CDP: weight texture coefficient.
+    #[arg(long, default_value_t = 0.0)]
+    weight_texture: f64,
+    /// CDP: skeleton texture coefficient.
+    #[arg(long, default_value_t = 0.0)]
+    skeleton_texture: f64,
+    /// CDP: L1 coefficient on the skeleton (SWP's published setting: 1e-5).
+    #[arg(long, default_value_t = 1e-5)]
+    l1: f64,
+    /// CDP: L2 coefficient on the skeleton.
+    #[arg(long, default_value_t = 0.0)]
+    l2: f64,
+    /// CDP: group coefficient.
+    #[arg(long, default_value_t = 0.0)]
+    group: f64,
+    /// CDP: texture-adaptive coefficient.
+    #[arg(long, default_value_t = 0.0)]
+    adaptive: f64,
+    /// CDP formulas: as the paper (`corrected`) or as the reference code.
+    #[arg(long, value_enum, default_value = "corrected")]
+    formula: FormulaKind,
+    /// DTC base threshold.
+    #[arg(long, default_value_t = 0.01)]
+    threshold: f64,
+    /// Epochs over which the threshold rises linearly from 0 (0: from the start).
+    #[arg(long, default_value_t = 0)]
+    threshold_warmup: usize,
+    /// Seed of the initialisation, the data order and the augmentation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Use only the first N training images.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    limit_test: Option<usize>,
+    /// Image folder: side of the centre crop (the resize is 8/7 of it).
+    #[arg(long, default_value_t = 224)]
+    image_size: u32,
+    /// Output folder: checkpoints, report, plots.
+    #[arg(long, default_value = "target/train")]
+    out: PathBuf,
+    /// Continue from `<out>/last.ckpt`.
+    #[arg(long)]
+    resume: bool,
+    /// Backend.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: Backend,
+    /// Abort the process after this many training steps (to test crash recovery).
+    #[arg(long, hide = true)]
+    crash_at_step: Option<usize>,
+}
+
+/// What a checkpoint records besides the model, optimizer and pruner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    /// Epochs completed.
+    epochs_done: usize,
+    /// Best held-out accuracy so far.
+    best_accuracy: f64,
+    /// Steps completed.
+    steps: usize,
+    /// The arguments of the run.
+    args: Args,
+}
+
+type Items = Box<dyn Dataset<ImageItem, DataError>>;
+
+fn device(backend: Backend) -> Result<Device, String> {
+    match backend {
+        Backend::Flex => Ok(Device::default()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        Backend::Ndarray => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => Ok(Device::cuda(0usize)),
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "backend {other:?} is not compiled in: build with `--features {}`",
+            format!("{other:?}").to_lowercase()
+        )),
+    }
+}
+
+fn limit(set: ImageSet, n: Option<usize>) -> ImageSet {
+    match n {
+        Some(n) => set.take(n),
+        None => set,
+    }
+}
+
+/// The data of a run.
+struct Data {
+    train: Items,
+    test: Items,
+    /// Input `[C, H, W]`.
+    shape: [usize; 3],
+    classes: usize,
+    normalization: Normalization,
+    augmentation: Option<Augmentation>,
+}
+
+fn datasets(args: &Args) -> Result<Data, DataError> {
+    let dir = |default: &str| {
+        args.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(default))
+    };
+    match args.dataset {
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
+            let dir = dir("cifar-10-batches-bin");
+            let (train, test) = if args.dataset == DatasetKind::Cifar10 {
+                (cifar10(&dir, Split::Train)?, cifar10(&dir, Split::Test)?)
+            } else {
+                (
+                    cifar100(&dir, Split::Train, Cifar100Labels::Fine)?,
+                    cifar100(&dir, Split::Test, Cifar100Labels::Fine)?,
+                )
+            };
+            Ok(Data {
+                classes: train.classes,
+                train: Box::new(limit(train, args.limit_train)),
+                test: Box::new(limit(test, args.limit_test)),
+                shape: [3, 32, 32],
+                normalization: Normalization::cifar(),
+                augmentation: Some(Augmentation::cifar()),
+            })
+        }
+        DatasetKind::FashionMnist => {
+            let dir = dir("/usr/share/datasets/fashion-mnist");
+            let (train, test) = (mnist(&dir, Split::Train)?, mnist(&dir, Split::Test)?);
+            Ok(Data {
+                train: Box::new(limit(train, args.limit_train)),
+                test: Box::new(limit(test, args.limit_test)),
+                shape: [1, 28, 28],
+                classes: 10,
+                normalization: Normalization::fashion_mnist(),
+                augmentation: Some(Augmentation { pad: 2, flip: true }),
+            })
+        }
+        DatasetKind::Imagefolder => {
+            let root = dir("imagenet");
+            let (crop, resize) = (args.image_size, args.image_size * 8 / 7);
+            let mut train = ImageFolder::new(&root.join("train"), resize, crop)?;
+            let mut test = ImageFolder::new(&root.join("val"), resize, crop)?;
+            if let Some(n) = args.limit_train {
+                train.items.truncate(n);
+            }
+            if let Some(n) = args.limit_test {
+                test.items.truncate(n);
+            }
+            let c = crop as usize;
+            Ok(Data {
+                classes: train.classes.len(),
+                train: Box::new(train),
+                test: Box::new(test),
+                shape: [3, c, c],
+                normalization: Normalization::imagenet(),
+                augmentation: Some(Augmentation { pad: 0, flip: true }),
+            })
+        }
+    }
+}
+
+fn learning_rate(args: &Args, epoch: usize) -> f64 {
+    if args.epochs <= 20 {
+        return args.lr;
+    }
+    let drops = [0.6, 0.75, 0.9]
+        .iter()
+        .filter(|&&f| epoch as f64 >= f * args.epochs as f64)
+        .count();
+    args.lr * 0.1f64.powi(drops as i32)
+}
+
+fn pruner_config(args: &Args) -> PrunerConfig {
+    PrunerConfig::new(
+        CdpConfig::new()
+            .with_weight_texture(args.weight_texture)
+            .with_skeleton_texture(args.skeleton_texture)
+            .with_l1(args.l1)
+            .with_l2(args.l2)
+            .with_group(args.group)
+            .with_adaptive(args.adaptive)
+            .with_formula(match args.formula {
+                FormulaKind::Corrected => Formula::Corrected,
+                FormulaKind::Reference => Formula::Reference,
+            }),
+        DtcConfig::new().with_threshold(args.threshold),
+    )
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let device = device(args.backend)?;
+    let data = datasets(&args)?;
+    let ([c, h, w], classes) = (data.shape, data.classes);
+    println!(
+        "{:?}: {} training, {} test images of {c}×{h}×{w}, {classes} classes",
+        args.dataset,
+        data.train.len(),
+        data.test.len()
+    );
+    let train_device = device.clone().autodiff();
+    train_device.seed(args.seed);
+    let vgg = |config: VggConfig| {
+        config
+            .with_num_classes(classes)
+            .with_in_channels(c)
+            .with_input_size([h, w])
+            .init(&train_device)
+    };
+    let resnet = |config: ResNetConfig| {
+        config
+            .with_num_classes(classes)
+            .with_in_channels(c)
+            .init(&train_device)
+    };
+    use VggLayer::{Conv as C, MaxPool as M};
+    match args.model {
+        ModelKind::Small => run(
+            &args,
+            vgg(VggConfig::new(vec![C(32), M, C(64), M, C(128), M]))?,
+            data,
+            &device,
+        ),
+        ModelKind::Vgg11 => run(&args, vgg(VggConfig::vgg11())?, data, &device),
+        ModelKind::Vgg13 => run(&args, vgg(VggConfig::vgg13())?, data, &device),
+        ModelKind::Vgg16 => run(&args, vgg(VggConfig::vgg16())?, data, &device),
+        ModelKind::Vgg19 => run(&args, vgg(VggConfig::vgg19())?, data, &device),
+        ModelKind::Resnet20 => run(&args, resnet(ResNetConfig::cifar(20))?, data, &device),
+        ModelKind::Resnet32 => run(&args, resnet(ResNetConfig::cifar(32))?, data, &device),
+        ModelKind::Resnet44 => run(&args, resnet(ResNetConfig::cifar(44))?, data, &device),
+        ModelKind::Resnet56 => run(&args, resnet(ResNetConfig::cifar(56))?, data, &device),
+        ModelKind::Resnet110 => run(&args, resnet(ResNetConfig::cifar(110))?, data, &device),
+        ModelKind::Resnet18 => run(&args, resnet(ResNetConfig::resnet18())?, data, &device),
+        ModelKind::Resnet34 => run(&args, resnet(ResNetConfig::imagenet(34))?, data, &device),
+        ModelKind::Resnet50 => run(&args, resnet(ResNetConfig::resnet50())?, data, &device),
+    }
+}
+
+fn load_items(set: &Items, indices: &[usize]) -> Result<Vec<ImageItem>, DataError> {
+    indices.iter().map(|&i| set.get(i)).collect()
+}
+
+fn run<M>(
+    args: &Args,
+    model: M,
+    data: Data,
+    device: &Device,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    M: Compactable + Classifier,
+{
+    let start = Instant::now();
+    std::fs::create_dir_all(&args.out)?;
+    let last_path = args.out.join("last.ckpt");
+    let best_path = args.out.join("best.ckpt");
+    let mut optim: ModuleOptimizer = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(args.momentum)
+                .with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(args.weight_decay as f32)))
+        .init();
+    let (mut model, mut pruner, mut progress) = if args.resume {
+        let ck = checkpoint::load::<Progress>(&last_path)?;
+        let model = ck.model(model)?;
+        optim = ck.optimizer(optim)?;
+        let pruner = ck.pruner(&model)?;
+        println!(
+            "resumed from {} after epoch {} (step {})",
+            last_path.display(),
+            ck.meta.epochs_done,
+            ck.meta.steps
+        );
+        (model, pruner, ck.meta)
+    } else {
+        plot_texture(
+            &model,
+            &args.out.join("texture-start.svg"),
+            "texture at initialisation",
+        )?;
+        let pruner = Pruner::new(pruner_config(args))?;
+        let progress = Progress {
+            epochs_done: 0,
+            best_accuracy: 0.0,
+            steps: 0,
+            args: args.clone(),
+        };
+        (model, pruner, progress)
+    };
+    let Data {
+        train,
+        test,
+        shape: [_, h, w],
+        normalization,
+        augmentation,
+        ..
+    } = data;
+    let train_batcher = ImageBatcher::new(normalization.clone(), augmentation, args.seed);
+    let eval_batcher = ImageBatcher::new(normalization, None, 0);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device.clone().autodiff());
+    let train_device = device.clone().autodiff();
+    let steps_per_epoch = train.len().div_ceil(args.batch);
+    let style = ProgressStyle::with_template(
+        "epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}",
+    )?;
+    for epoch in progress.epochs_done..args.epochs {
+        let bar = ProgressBar::new(steps_per_epoch as u64)
+            .with_style(style.clone())
+            .with_prefix(format!("{}/{}", epoch + 1, args.epochs));
+        let lr = learning_rate(args, epoch);
+        for (b, chunk) in epoch_order(train.len(), args.seed, epoch)
+            .chunks(args.batch)
+            .enumerate()
+        {
+            if args.crash_at_step == Some(progress.steps) {
+                eprintln!(
+                    "aborting at step {} as asked (--crash-at-step)",
+                    progress.steps
+                );
+                std::process::abort();
+            }
+            if args.threshold_warmup > 0 {
+                let t = (epoch * steps_per_epoch + b) as f64
+                    / (args.threshold_warmup * steps_per_epoch) as f64;
+                pruner.set_threshold(args.threshold * t.min(1.0))?;
+            }
+            let items = load_items(&train, chunk)?;
+            let batch =
+                train_batcher.images(&items, &mut batch_rng(args.seed, epoch, b), &train_device);
+            let loss = loss_fn.forward(model.logits(batch.images), batch.labels);
+            let fit = pruner.fit(&model, loss)?;
+            model = pruner.apply_masks(optim.step(lr, model, fit.grads));
+            let s = &fit.summary;
+            bar.set_message(format!(
+                "lr {lr:.0e}  loss {:.3}  penalty {:.3}  live stripes {:.1} %",
+                s.loss,
+                s.penalty,
+                100.0 * s.live_stripes as f64 / s.total_stripes.max(1) as f64
+            ));
+            bar.inc(1);
+            progress.steps += 1;
+        }
+        let acc = accuracy(&model.valid(), &test, &eval_batcher, 256, device)?;
+        bar.finish_with_message(format!(
+            "{}  test accuracy {:.2} %",
+            bar.message(),
+            100.0 * acc
+        ));
+        progress.epochs_done = epoch + 1;
+        let improved = acc > progress.best_accuracy;
+        progress.best_accuracy = progress.best_accuracy.max(acc);
+        checkpoint::save(&last_path, &progress, &model, &optim, &pruner)?;
+        if improved {
+            checkpoint::save(&best_path, &progress, &model, &optim, &pruner)?;
+        }
+    }
+    let eval = Eval {
+        test: &test,
+        batcher: &eval_batcher,
+        device,
+        input_size: [h, w],
+    };
+    finish(args, &model, &pruner, &eval, start)
+}
+
+/// What the final measurements run on.
+struct Eval<'a> {
+    test: &'a Items,
+    batcher: &'a ImageBatcher,
+    device: &'a Device,
+    input_size: [usize; 2],
+}
+
+fn finish<M>(
+    args: &Args,
+    model: &M,
+    pruner: &Pruner,
+    eval: &Eval,
+    start: Instant,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    M: Compactable + Classifier,
+{
+    let Eval {
+        test,
+        batcher: eval_batcher,
+        device,
+        input_size,
+    } = *eval;
+    plot_texture(
+        model,
+        &args.out.join("texture-end.svg"),
+        "texture after training",
+    )?;
+    let masked = model.valid();
+    let compact = pruner.compact(masked.clone())?;
+    let (dense_cost, compact_cost) = (masked.cost(input_size), compact.cost(input_size));
+    let probe_items = load_items(test, &(0..test.len().min(64)).collect::<Vec<_>>())?;
+    let probe = eval_batcher
+        .images(&probe_items, &mut batch_rng(0, 0, 0), device)
+        .images;
+    let report = RunReport {
+        dataset: format!("{:?}", args.dataset).to_lowercase(),
+        model: format!("{:?}", args.model).to_lowercase(),
+        epochs: args.epochs,
+        accuracy_masked: accuracy(&masked, test, eval_batcher, 256, device)?,
+        accuracy_compact: accuracy(&compact, test, eval_batcher, 256, device)?,
+        params_dense: dense_cost.params(),
+        params_compact: compact_cost.params(),
+        flops_dense: dense_cost.flops(),
+        flops_compact: compact_cost.flops(),
+        macs_dense: dense_cost.macs(),
+        macs_compact: compact_cost.macs(),
+        latency_masked_ms: latency_ms(&masked, &probe, 5),
+        latency_compact_ms: latency_ms(&compact, &probe, 5),
+        wall_seconds: start.elapsed().as_secs_f64(),
+    };
+    let structure = structure(&masked);
+    write_atomic(
+        &args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    write_atomic(
+        &args.out.join("structure.json"),
+        serde_json::to_string(&structure)?.as_bytes(),
+    )?;
+    write_atomic(
+        &args.out.join("cost.json"),
+        serde_json::to_string_pretty(&(dense_cost, &compact_cost))?.as_bytes(),
+    )?;
+    println!("\n{compact_cost}\n\n{report}");
+    println!("wrote {}", args.out.join("report.json").display());
+    Ok(())
+}
+
+/// The live-stripe mask of every prunable layer, by name: what compaction keeps.
+fn structure<M: Prunable>(model: &M) -> Vec<(String, Vec<bool>)> {
+    model
+        .collect_prunable()
+        .iter()
+        .map(|l| {
+            let mask = l
+                .skeleton
+                .clone()
+                .into_data()
+                .iter::<f64>()
+                .map(|v| v != 0.0)
+                .collect();
+            (l.name.clone(), mask)
+        })
+        .collect()
+}

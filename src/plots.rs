@@ -1,0 +1,129 @@
+//! Texture plots (SVG): per layer, the histogram of the filter texture distribution (the
+//! similarity `sim_f` of each filter to the layer's mean filter, METHOD §2), and the fraction of
+//! live stripes of every layer.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use texprune_texture::WeightTexture;
+use texprune_zoo::Prunable;
+
+/// A plot that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {path}: {message}")]
+pub struct PlotError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub message: String,
+}
+
+const BINS: usize = 20;
+
+/// One layer's numbers for the plots.
+struct LayerTexture {
+    name: String,
+    similarity: Vec<f64>,
+    live: f64,
+}
+
+fn textures<M: Prunable>(model: &M) -> Vec<LayerTexture> {
+    model
+        .collect_prunable()
+        .iter()
+        .map(|l| {
+            let skeleton: Vec<f64> = l.skeleton.clone().into_data().iter::<f64>().collect();
+            let live = skeleton.iter().filter(|v| **v != 0.0).count() as f64;
+            let weight = l.weight.clone() * l.skeleton.clone().unsqueeze_dim(1);
+            LayerTexture {
+                name: l.name.clone(),
+                similarity: WeightTexture::new(weight)
+                    .similarity
+                    .into_data()
+                    .iter::<f64>()
+                    .collect(),
+                live: live / skeleton.len().max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// Draws the texture distributions and live-stripe fractions of `model` into the SVG `path`,
+/// titled `title`.
+pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let layers = textures(model);
+    let cols = 4usize;
+    let rows = layers.len().div_ceil(cols).max(1);
+    let (width, height) = (1000u32, 220 * rows as u32 + 320);
+    let root = SVGBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| err(&e))?;
+    let (grid, bottom) = root.split_vertically(220 * rows as u32);
+    let cells = grid.split_evenly((rows, cols));
+    for (layer, cell) in layers.iter().zip(&cells) {
+        let mut counts = [0u32; BINS];
+        for s in &layer.similarity {
+            counts[((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1)] += 1;
+        }
+        let top = counts.iter().copied().max().unwrap_or(1).max(1);
+        let mut chart = ChartBuilder::on(cell)
+            .caption(
+                format!("{} (live {:.0} %)", layer.name, 100.0 * layer.live),
+                ("sans-serif", 13),
+            )
+            .margin(6)
+            .x_label_area_size(22)
+            .y_label_area_size(30)
+            .build_cartesian_2d(0f64..1f64, 0u32..top + top / 10 + 1)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(5)
+            .y_labels(4)
+            .x_desc("filter similarity to the layer mean")
+            .label_style(("sans-serif", 10))
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                let lo = i as f64 / BINS as f64;
+                Rectangle::new(
+                    [(lo, 0), (lo + 1.0 / BINS as f64, c)],
+                    BLUE.mix(0.6).filled(),
+                )
+            }))
+            .map_err(|e| err(&e))?;
+    }
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("live stripes per layer", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0usize..layers.len().max(1), 0f64..1.05f64)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("layer (forward order)")
+        .y_desc("live fraction")
+        .label_style(("sans-serif", 11))
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(
+            layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Rectangle::new([(i, 0.0), (i + 1, l.live)], RED.mix(0.6).filled())),
+        )
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Measuring a trained model: accuracy, latency, and the run report written next to it.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::data::dataset::Dataset;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
+use texprune_zoo::Classifier;
+
+/// Top-1 accuracy of `model` on `set`, in order, `batch_size` images at a time.
+pub fn accuracy<M: Classifier>(
+    model: &M,
+    set: &impl Dataset<ImageItem, DataError>,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64, DataError> {
+    let mut correct = 0i64;
+    let mut rng = SplitMix64(0);
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let items = chunk
+            .iter()
+            .map(|&i| set.get(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = batcher.images(&items, &mut rng, device);
+        let predicted = model.logits(batch.images).argmax(1).flatten::<1>(0, 1);
+        let hits: i64 = predicted.equal(batch.labels).int().sum().into_scalar();
+        correct += hits;
+    }
+    Ok(correct as f64 / set.len().max(1) as f64)
+}
+
+/// Median wall time of `runs` forward passes of `images` (after one warm-up), in milliseconds.
+pub fn latency_ms<M: Classifier>(model: &M, images: &Tensor<4>, runs: usize) -> f64 {
+    let _ = model.logits(images.clone()).into_data();
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            let _ = model.logits(images.clone()).into_data();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
+/// then renamed over `path`. A crash leaves either the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What a training run produced: the before/after numbers of the quickstart and the full recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Dataset and split trained on.
+    pub dataset: String,
+    /// Model.
+    pub model: String,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Held-out accuracy of the masked model.
+    pub accuracy_masked: f64,
+    /// Held-out accuracy of the compact model.
+    pub accuracy_compact: f64,
+    /// Params of the dense model.
+    pub params_dense: u64,
+    /// Params of the compact model.
+    pub params_compact: u64,
+    /// FLOPs of the dense model (one image).
+    pub flops_dense: u64,
+    /// FLOPs of the compact model.
+    pub flops_compact: u64,
+    /// MACs of the dense model.
+    pub macs_dense: u64,
+    /// MACs of the compact model.
+    pub macs_compact: u64,
+    /// Median latency of the masked model on one evaluation batch.
+    pub latency_masked_ms: f64,
+    /// Median latency of the compact model on the same batch.
+    pub latency_compact_ms: f64,
+    /// Wall time of the whole run.
+    pub wall_seconds: f64,
+}
+
+impl RunReport {
+    /// Fraction of params removed.
+    pub fn params_removed(&self) -> f64 {
+        1.0 - self.params_compact as f64 / self.params_dense.max(1) as f64
+    }
+
+    /// Fraction of FLOPs removed.
+    pub fn flops_removed(&self) -> f64 {
+        1.0 - self.flops_compact as f64 / self.flops_dense.max(1) as f64
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use texprune_zoo::human;
+        writeln!(
+            f,
+            "{} on {}, {} epochs",
+            self.model, self.dataset, self.epochs
+        )?;
+        writeln!(
+            f,
+            "{:<12} {:>12} {:>12} {:>9}",
+            "", "masked", "compact", "change"
+        )?;
+        let pct =
+            |a: f64, b: f64| format!("{:+.1} %", 100.0 * (b / a.max(f64::MIN_POSITIVE) - 1.0));
+        writeln!(
+            f,
+            "{:<12} {:>11.2}% {:>11.2}% {:>9}",
+            "accuracy",
+            100.0 * self.accuracy_masked,
+            100.0 * self.accuracy_compact,
+            format!(
+                "{:+.2} pt",
+                100.0 * (self.accuracy_compact - self.accuracy_masked)
+            )
+        )?;
+        for (name, a, b) in [
+            ("params", self.params_dense, self.params_compact),
+            ("FLOPs", self.flops_dense, self.flops_compact),
+            ("MACs", self.macs_dense, self.macs_compact),
+        ] {
+            writeln!(
+                f,
+                "{name:<12} {:>12} {:>12} {:>9}",
+                human(a),
+                human(b),
+                pct(a as f64, b as f64)
+            )?;
+        }
+        write!(
+            f,
+            "{:<12} {:>10.1}ms {:>10.1}ms {:>9}",
+            "latency",
+            self.latency_masked_ms,
+            self.latency_compact_ms,
+            format!(
+                "{:.2}×",
+                self.latency_masked_ms / self.latency_compact_ms.max(1e-9)
+            )
+        )
+    }
+}
