@@ -36,11 +36,11 @@ use texprune::data::{
     Normalization, Split, batch_rng, cifar10, cifar100, epoch_order, mnist,
 };
 use texprune::plots::plot_texture;
-use texprune::report::{RunReport, accuracy, latency_ms, write_atomic};
+use texprune::report::{Evaluation, RunReport, accuracy, write_atomic};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::{VggConfig, VggLayer};
 use texprune::{
-    CdpConfig, Classifier, Compactable, Costed, DtcConfig, Formula, Prunable, Pruner, PrunerConfig,
+    CdpConfig, Classifier, Compactable, DtcConfig, Formula, Prunable, Pruner, PrunerConfig,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -518,26 +518,21 @@ where
     )?;
     let masked = model.valid();
     let compact = pruner.compact(masked.clone())?;
-    let (dense_cost, compact_cost) = (masked.cost(input_size), compact.cost(input_size));
-    let probe_items = load_items(test, &(0..test.len().min(64)).collect::<Vec<_>>())?;
-    let probe = eval_batcher
-        .images(&probe_items, &mut batch_rng(0, 0, 0), device)
-        .images;
+    let eval = Evaluation {
+        test,
+        batcher: eval_batcher,
+        device,
+        input_size,
+        probe: 64,
+        runs: 5,
+    };
+    let (measured, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, &eval)?;
     let report = RunReport {
         dataset: format!("{:?}", args.dataset).to_lowercase(),
         model: format!("{:?}", args.model).to_lowercase(),
         epochs: args.epochs,
-        accuracy_masked: accuracy(&masked, test, eval_batcher, 256, device)?,
-        accuracy_compact: accuracy(&compact, test, eval_batcher, 256, device)?,
-        params_dense: dense_cost.params(),
-        params_compact: compact_cost.params(),
-        flops_dense: dense_cost.flops(),
-        flops_compact: compact_cost.flops(),
-        macs_dense: dense_cost.macs(),
-        macs_compact: compact_cost.macs(),
-        latency_masked_ms: latency_ms(&masked, &probe, 5),
-        latency_compact_ms: latency_ms(&compact, &probe, 5),
         wall_seconds: start.elapsed().as_secs_f64(),
+        ..measured
     };
     let structure = structure(&masked);
     write_atomic(

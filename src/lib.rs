@@ -10,7 +10,7 @@
 //! ```rust,no_run
 //! # use texprune::burn::{optim::{SgdConfig, Optimizer}, tensor::{Device, Int, Tensor}};
 //! # use texprune::burn::nn::loss::CrossEntropyLossConfig;
-//! use texprune::{Pruner, PrunerConfig, CdpConfig, DtcConfig, zoo::vgg::VggConfig};
+//! use texprune::{Pruner, PrunerConfig, CdpConfig, Costed, DtcConfig, zoo::vgg::VggConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let device = Device::default().autodiff();

@@ -106,7 +106,7 @@ pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<
         .margin(12)
         .x_label_area_size(28)
         .y_label_area_size(40)
-        .build_cartesian_2d(0usize..layers.len().max(1), 0f64..1.05f64)
+        .build_cartesian_2d(0f64..layers.len().max(1) as f64, 0f64..1.05f64)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -117,12 +117,12 @@ pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<
         .draw()
         .map_err(|e| err(&e))?;
     chart
-        .draw_series(
-            layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| Rectangle::new([(i, 0.0), (i + 1, l.live)], RED.mix(0.6).filled())),
-        )
+        .draw_series(layers.iter().enumerate().map(|(i, l)| {
+            Rectangle::new(
+                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, l.live)],
+                RED.mix(0.6).filled(),
+            )
+        }))
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())

@@ -8,7 +8,7 @@ use burn::data::dataset::Dataset;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
-use texprune_zoo::Classifier;
+use texprune_zoo::{Classifier, Compactable, CostReport, Costed};
 
 /// Top-1 accuracy of `model` on `set`, in order, `batch_size` images at a time.
 pub fn accuracy<M: Classifier>(
@@ -110,7 +110,61 @@ pub struct RunReport {
     pub wall_seconds: f64,
 }
 
+/// Where a trained model is measured.
+pub struct Evaluation<'a, D> {
+    /// Held-out images.
+    pub test: &'a D,
+    /// Their batcher (no augmentation).
+    pub batcher: &'a ImageBatcher,
+    /// Device of the inference models.
+    pub device: &'a Device,
+    /// `[height, width]` for the cost reports.
+    pub input_size: [usize; 2],
+    /// Images in the latency batch (the first of `test`).
+    pub probe: usize,
+    /// Timed runs per model.
+    pub runs: usize,
+}
+
 impl RunReport {
+    /// Measures the masked model against its compact form on `eval`: accuracy, cost, latency.
+    /// `dataset`, `model`, `epochs` and `wall_seconds` are left for the caller to fill.
+    pub fn measure<M, D>(
+        masked: &M,
+        compact: &M::Compact,
+        eval: &Evaluation<D>,
+    ) -> Result<(RunReport, CostReport, CostReport), DataError>
+    where
+        M: Compactable + Classifier,
+        D: Dataset<ImageItem, DataError>,
+    {
+        let (dense, small) = (masked.cost(eval.input_size), compact.cost(eval.input_size));
+        let probe = (0..eval.test.len().min(eval.probe))
+            .map(|i| eval.test.get(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let probe = eval
+            .batcher
+            .images(&probe, &mut SplitMix64(0), eval.device)
+            .images;
+        let report = RunReport {
+            dataset: String::new(),
+            model: String::new(),
+            epochs: 0,
+            accuracy_masked: accuracy(masked, eval.test, eval.batcher, 256, eval.device)?,
+            accuracy_compact: accuracy(compact, eval.test, eval.batcher, 256, eval.device)?,
+            params_dense: dense.params(),
+            params_compact: small.params(),
+            flops_dense: dense.flops(),
+            flops_compact: small.flops(),
+            macs_dense: dense.macs(),
+            macs_compact: small.macs(),
+            latency_masked_ms: latency_ms(masked, &probe, eval.runs),
+            latency_compact_ms: latency_ms(compact, &probe, eval.runs),
+            wall_seconds: 0.0,
+        };
+        Ok((report, dense, small))
+    }
+
     /// Fraction of params removed.
     pub fn params_removed(&self) -> f64 {
         1.0 - self.params_compact as f64 / self.params_dense.max(1) as f64

@@ -17,14 +17,16 @@ use std::collections::HashMap;
 
 use burn::module::{Param, RunningState};
 use burn::nn::{BatchNorm, Linear};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 use texprune_zoo::compact::{StripeConv2d, StripeConvPlan};
 use texprune_zoo::resnet::{ResNet, ResNetConfig};
 use texprune_zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune_zoo::{Compactable, CostReport, Costed, LayerKind, SkeletonConv2d};
+use texprune_zoo::{Classifier, Compactable, CostReport, Costed, LayerKind, SkeletonConv2d};
 
-use super::{ConformanceError, NanRule, Report, data, field, flatten, format_err, number, values};
+use super::{
+    ConformanceError, NanRule, Report, data, field, flatten, format_err, number, tensor, values,
+};
 
 /// Whether `json` is in this format.
 pub(super) fn is_prune_file(json: &Value) -> bool {
@@ -41,32 +43,12 @@ pub(super) fn check_prune(json: &Value, device: &Device) -> Result<Report, Confo
         (_, Some(case)) => vec![case],
         _ => return Err(format_err("no `cases` or `case`")),
     };
-    let x = json
-        .get("x")
-        .map(|x| to_tensor::<4>(x, device, DType::F64))
-        .transpose()?;
+    let x = json.get("x").map(|x| tensor::<4>(x, device)).transpose()?;
     let mut report = Report::default();
     for case in cases {
         report.merge(check_case(case, x.clone(), device)?);
     }
     Ok(report)
-}
-
-fn to_tensor<const D: usize>(
-    v: &Value,
-    device: &Device,
-    dtype: DType,
-) -> Result<Tensor<D>, ConformanceError> {
-    let (vals, shape) = flatten(v)?;
-    if shape.len() != D {
-        return Err(format_err(format!(
-            "expected a {D}-d tensor, found shape {shape:?}"
-        )));
-    }
-    Ok(Tensor::from_data(
-        TensorData::new(vals, shape),
-        (device, dtype),
-    ))
 }
 
 /// The reference's parameters of one case, by PyTorch name.
@@ -91,7 +73,7 @@ impl State<'_> {
 
     fn conv(&self, conv: &mut SkeletonConv2d, name: &str) -> Result<(), ConformanceError> {
         if let Some(w) = self.get(&format!("{name}.weight"))? {
-            conv.weight = Param::from_tensor(to_tensor(w, &self.device, DType::F64)?);
+            conv.weight = Param::from_tensor(tensor(w, &self.device)?);
         }
         let s = self
             .skeletons
@@ -119,9 +101,9 @@ impl State<'_> {
             let v = self
                 .get(&format!("{name}.{key}"))?
                 .ok_or_else(|| format_err(format!("no `{name}.{key}`")))?;
-            to_tensor(v, &self.device, DType::F64)
+            tensor(v, &self.device)
         };
-        norm.gamma = Param::from_tensor(to_tensor(gamma, &self.device, DType::F64)?);
+        norm.gamma = Param::from_tensor(tensor(gamma, &self.device)?);
         norm.beta = Param::from_tensor(one("bias")?);
         norm.running_mean = RunningState::new(one("running_mean")?);
         norm.running_var = RunningState::new(one("running_var")?);
@@ -130,12 +112,12 @@ impl State<'_> {
 
     fn linear(&self, linear: &mut Linear, name: &str) -> Result<(), ConformanceError> {
         if let Some(w) = self.get(&format!("{name}.weight"))? {
-            let w: Tensor<2> = to_tensor(w, &self.device, DType::F64)?;
+            let w: Tensor<2> = tensor(w, &self.device)?;
             linear.weight = Param::from_tensor(w.transpose());
             let b = self
                 .get(&format!("{name}.bias"))?
                 .ok_or_else(|| format_err(format!("no `{name}.bias`")))?;
-            linear.bias = Some(Param::from_tensor(to_tensor(b, &self.device, DType::F64)?));
+            linear.bias = Some(Param::from_tensor(tensor(b, &self.device)?));
         }
         Ok(())
     }
@@ -262,42 +244,44 @@ struct Compacted {
     folded: Vec<String>,
 }
 
+/// Compacts `model` and measures both sides; `describe` names the compact convs and the folded
+/// blocks.
+fn measure<M: Compactable + Classifier>(
+    model: &M,
+    x: Option<Tensor<4>>,
+    hw: [usize; 2],
+    describe: impl Fn(&M::Compact) -> (Vec<(String, StripeConvPlan)>, Vec<String>),
+) -> Result<Compacted, ConformanceError> {
+    let compact = model.compact().map_err(|e| format_err(e.to_string()))?;
+    let (convs, folded) = describe(&compact);
+    Ok(Compacted {
+        masked_output: x.clone().map(|x| model.logits(x)),
+        output: x.map(|x| compact.logits(x)),
+        dense: model.cost(hw),
+        compact: compact.cost(hw),
+        convs,
+        folded,
+    })
+}
+
+fn plans(named: Vec<(String, &StripeConv2d)>) -> Vec<(String, StripeConvPlan)> {
+    named
+        .into_iter()
+        .map(|(n, c)| (n, c.plan.clone()))
+        .collect()
+}
+
 fn compact(
     model: Model,
     x: Option<Tensor<4>>,
     hw: [usize; 2],
 ) -> Result<Compacted, ConformanceError> {
-    let zoo = |e: texprune_zoo::ZooError| format_err(e.to_string());
-    let plans = |named: Vec<(String, &StripeConv2d)>| {
-        named
-            .into_iter()
-            .map(|(n, c)| (n, c.plan.clone()))
-            .collect::<Vec<_>>()
-    };
-    Ok(match model {
-        Model::Vgg(m) => {
-            let c = m.compact().map_err(zoo)?;
-            Compacted {
-                masked_output: x.clone().map(|x| m.forward(x)),
-                output: x.map(|x| c.forward(x)),
-                dense: m.cost(hw),
-                compact: c.cost(hw),
-                convs: plans(c.named_convs()),
-                folded: Vec::new(),
-            }
-        }
-        Model::ResNet(m) => {
-            let c = m.compact().map_err(zoo)?;
-            Compacted {
-                masked_output: x.clone().map(|x| m.forward(x)),
-                output: x.map(|x| c.forward(x)),
-                dense: m.cost(hw),
-                compact: c.cost(hw),
-                convs: plans(c.named_convs()),
-                folded: c.folded_blocks(),
-            }
-        }
-    })
+    match model {
+        Model::Vgg(m) => measure(m.as_ref(), x, hw, |c| (plans(c.named_convs()), Vec::new())),
+        Model::ResNet(m) => measure(m.as_ref(), x, hw, |c| {
+            (plans(c.named_convs()), c.folded_blocks())
+        }),
+    }
 }
 
 /// Params (with and without skeleton), FLOPs, and the per-kind FLOP lists.

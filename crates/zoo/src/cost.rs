@@ -17,6 +17,9 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::SkeletonConv2d;
+use crate::compact::StripeConv2d;
+
 /// A model whose params, FLOPs and MACs can be counted.
 pub trait Costed {
     /// The per-layer cost for one `[height, width]` input (batch 1).
@@ -103,7 +106,7 @@ impl CostReport {
 
     /// A dense conv with a `Cout·kh·kw` skeleton.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn conv(
+    fn conv(
         &mut self,
         name: &str,
         [cin, cout]: [usize; 2],
@@ -129,7 +132,7 @@ impl CostReport {
     /// A stripe-wise conv with `stripes` live stripes over `cin` input channels and `filters`
     /// kept filters of a `kernel`-sized skeleton.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn stripe_conv(
+    fn stripe_conv(
         &mut self,
         name: &str,
         [cin, cout]: [usize; 2],
@@ -160,6 +163,42 @@ impl CostReport {
                 macs,
             ],
         );
+    }
+
+    /// The skeleton conv `conv` on an `hw` input; returns its output size.
+    pub(crate) fn skeleton_conv(
+        &mut self,
+        name: &str,
+        conv: &SkeletonConv2d,
+        hw: [usize; 2],
+    ) -> [usize; 2] {
+        let [cout, cin, kh, kw] = conv.weight_dims();
+        let out = output_size(hw, [kh, kw], conv.stride, conv.padding);
+        let bias = conv.bias.is_some();
+        self.conv(name, [cin, cout], [kh, kw], conv.stride, out, bias);
+        out
+    }
+
+    /// The stripe-wise conv `conv` on an `hw` input; returns its output size.
+    pub(crate) fn compact_conv(
+        &mut self,
+        name: &str,
+        conv: &StripeConv2d,
+        hw: [usize; 2],
+    ) -> [usize; 2] {
+        let p = &conv.plan;
+        let out = p.output_size(hw);
+        let channels = [p.in_channels, p.out_channels];
+        self.stripe_conv(
+            name,
+            channels,
+            p.live_stripes(),
+            p.kernel_size,
+            p.stride,
+            out,
+            p.bias,
+        );
+        out
     }
 
     /// BatchNorm over `channels` maps of size `hw`.

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::conv_norm::{CompactedConv, compact_conv_norm, host, silent_output};
 use super::{Compactable, StripeConv2d, StripeConvPlan};
+use crate::ZooError;
 use crate::cost::{CostReport, Costed, output_size};
 use crate::resnet::{ResNet, block_path, stem_pool};
-use crate::{SkeletonConv2d, ZooError};
 
 /// The structure of a [`CompactBlock`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,25 +199,6 @@ impl CompactResNet {
     }
 }
 
-fn dense_conv_cost(
-    report: &mut CostReport,
-    name: &str,
-    conv: &SkeletonConv2d,
-    hw: [usize; 2],
-) -> [usize; 2] {
-    let [cout, cin, kh, kw] = conv.weight_dims();
-    let out = output_size(hw, [kh, kw], conv.stride, conv.padding);
-    report.conv(
-        name,
-        [cin, cout],
-        [kh, kw],
-        conv.stride,
-        out,
-        conv.bias.is_some(),
-    );
-    out
-}
-
 impl Compactable for ResNet {
     type Compact = CompactResNet;
 
@@ -304,21 +285,7 @@ impl Costed for CompactResNet {
     /// Params, FLOPs and MACs for a `[height, width]` input.
     fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
         let mut report = CostReport::new([self.conv1.plan.in_channels, h, w]);
-        let stripe = |r: &mut CostReport, name: &str, c: &StripeConv2d, hw| {
-            let p = &c.plan;
-            let out = p.output_size(hw);
-            r.stripe_conv(
-                name,
-                [p.in_channels, p.out_channels],
-                p.live_stripes(),
-                p.kernel_size,
-                p.stride,
-                out,
-                p.bias,
-            );
-            out
-        };
-        let mut hw = stripe(&mut report, "conv1", &self.conv1, [h, w]);
+        let mut hw = report.compact_conv("conv1", &self.conv1, [h, w]);
         report.norm("bn1", self.conv1.plan.out_channels, hw);
         if self.pool.is_some() {
             hw = output_size(hw, [3, 3], [2, 2], [1, 1]);
@@ -327,14 +294,14 @@ impl Costed for CompactResNet {
             let path = block_path(&self.stage_blocks, i);
             let mut out = hw;
             for (k, conv) in block.convs.iter().enumerate() {
-                out = stripe(&mut report, &format!("{path}.conv{}", k + 1), conv, out);
+                out = report.compact_conv(&format!("{path}.conv{}", k + 1), conv, out);
                 report.norm(&format!("{path}.bn{}", k + 1), conv.plan.out_channels, out);
             }
             if let Some(c) = &block.constant {
                 report.constant(&format!("{path}.constant"), c.dims()[0]);
             }
             if let Some(s) = &block.shortcut {
-                out = stripe(&mut report, &format!("{path}.downsample.0"), &s.conv, hw);
+                out = report.compact_conv(&format!("{path}.downsample.0"), &s.conv, hw);
                 report.norm(
                     &format!("{path}.downsample.1"),
                     s.conv.plan.out_channels,
@@ -352,7 +319,7 @@ impl Costed for CompactResNet {
 impl Costed for ResNet {
     fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
         let mut report = CostReport::new([self.conv1.weight_dims()[1], h, w]);
-        let mut hw = dense_conv_cost(&mut report, "conv1", &self.conv1, [h, w]);
+        let mut hw = report.skeleton_conv("conv1", &self.conv1, [h, w]);
         report.norm("bn1", self.conv1.weight_dims()[0], hw);
         if self.pool.is_some() {
             hw = output_size(hw, [3, 3], [2, 2], [1, 1]);
@@ -361,11 +328,11 @@ impl Costed for ResNet {
             let path = self.block_path(i);
             let mut out = hw;
             for (k, conv) in block.convs.iter().enumerate() {
-                out = dense_conv_cost(&mut report, &format!("{path}.conv{}", k + 1), conv, out);
+                out = report.skeleton_conv(&format!("{path}.conv{}", k + 1), conv, out);
                 report.norm(&format!("{path}.bn{}", k + 1), conv.weight_dims()[0], out);
             }
             if let Some(s) = &block.shortcut {
-                let o = dense_conv_cost(&mut report, &format!("{path}.downsample.0"), &s.conv, hw);
+                let o = report.skeleton_conv(&format!("{path}.downsample.0"), &s.conv, hw);
                 report.norm(&format!("{path}.downsample.1"), s.conv.weight_dims()[0], o);
             }
             hw = out;

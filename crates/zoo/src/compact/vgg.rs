@@ -195,28 +195,15 @@ impl Compactable for Vgg {
 }
 
 impl Costed for CompactVgg {
-    /// Params, FLOPs and MACs for a `[height, width]` input.
     fn cost(&self, input_size: [usize; 2]) -> CostReport {
         let in_channels = self.convs[0].plan.in_channels;
+        let classifier = self.classifier.weight.dims();
         vgg_cost(
             &self.layers,
             in_channels,
             input_size,
-            self.classifier.weight.dims(),
-            |r, name, k, hw| {
-                let p = &self.convs[k].plan;
-                let out = p.output_size(hw);
-                r.stripe_conv(
-                    name,
-                    [p.in_channels, p.out_channels],
-                    p.live_stripes(),
-                    p.kernel_size,
-                    p.stride,
-                    out,
-                    p.bias,
-                );
-                out
-            },
+            classifier,
+            |r, name, k, hw| r.compact_conv(name, &self.convs[k], hw),
         )
     }
 }
@@ -224,25 +211,13 @@ impl Costed for CompactVgg {
 impl Costed for Vgg {
     fn cost(&self, input_size: [usize; 2]) -> CostReport {
         let in_channels = self.convs[0].weight_dims()[1];
+        let classifier = self.classifier.weight.dims();
         vgg_cost(
             &self.layers,
             in_channels,
             input_size,
-            self.classifier.weight.dims(),
-            |r, name, k, hw| {
-                let conv = &self.convs[k];
-                let [cout, cin, kh, kw] = conv.weight_dims();
-                let out = output_size(hw, [kh, kw], conv.stride, conv.padding);
-                r.conv(
-                    name,
-                    [cin, cout],
-                    [kh, kw],
-                    conv.stride,
-                    out,
-                    conv.bias.is_some(),
-                );
-                out
-            },
+            classifier,
+            |r, name, k, hw| r.skeleton_conv(name, &self.convs[k], hw),
         )
     }
 }
