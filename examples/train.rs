@@ -13,10 +13,11 @@
 //! there are more than 20), pad-4 crop + flip augmentation on CIFAR. After every epoch the model
 //! is evaluated and `last.ckpt` (and `best.ckpt` when the accuracy improves) are written
 //! atomically into `--out`, with the model, the optimizer's momentum, the pruner's state and the
-//! epoch. `--resume` continues from `last.ckpt`; data order and augmentation depend only on the
-//! seed and the position in training, so a resumed run repeats the uninterrupted one. At the end
-//! the model is compacted and `report.json`, `structure.json`, the cost tables and the texture
-//! plots are written.
+//! position (also every `--checkpoint-every` steps). `--resume` continues from `last.ckpt` at the
+//! batch after it; data order and augmentation depend only on the seed and the position in
+//! training, so a resumed run repeats the uninterrupted one. At the end
+//! the model is compacted and `masked.bpk` (the trained model's record), `report.json`,
+//! `structure.json`, the cost tables and the texture plots are written.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -158,6 +159,9 @@ struct Args {
     /// Output folder: checkpoints, report, plots.
     #[arg(long, default_value = "target/train")]
     out: PathBuf,
+    /// Also write `last.ckpt` every N training steps (0: only after each epoch).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
     /// Continue from `<out>/last.ckpt`.
     #[arg(long)]
     resume: bool,
@@ -174,6 +178,8 @@ struct Args {
 struct Progress {
     /// Epochs completed.
     epochs_done: usize,
+    /// Batches completed in the epoch under way.
+    batches_done: usize,
     /// Best held-out accuracy so far.
     best_accuracy: f64,
     /// Steps completed.
@@ -390,9 +396,10 @@ where
         optim = ck.optimizer(optim)?;
         let pruner = ck.pruner(&model)?;
         println!(
-            "resumed from {} after epoch {} (step {})",
+            "resumed from {} at epoch {}, batch {} (step {})",
             last_path.display(),
-            ck.meta.epochs_done,
+            ck.meta.epochs_done + 1,
+            ck.meta.batches_done,
             ck.meta.steps
         );
         (model, pruner, ck.meta)
@@ -405,6 +412,7 @@ where
         let pruner = Pruner::new(pruner_config(args))?;
         let progress = Progress {
             epochs_done: 0,
+            batches_done: 0,
             best_accuracy: 0.0,
             steps: 0,
             args: args.clone(),
@@ -432,9 +440,12 @@ where
             .with_style(style.clone())
             .with_prefix(format!("{}/{}", epoch + 1, args.epochs));
         let lr = learning_rate(args, epoch);
+        let skip = std::mem::take(&mut progress.batches_done);
+        bar.inc(skip as u64);
         for (b, chunk) in epoch_order(train.len(), args.seed, epoch)
             .chunks(args.batch)
             .enumerate()
+            .skip(skip)
         {
             if args.crash_at_step == Some(progress.steps) {
                 eprintln!(
@@ -463,6 +474,11 @@ where
             ));
             bar.inc(1);
             progress.steps += 1;
+            if args.checkpoint_every > 0 && progress.steps.is_multiple_of(args.checkpoint_every) {
+                progress.batches_done = b + 1;
+                checkpoint::save(&last_path, &progress, &model, &optim, &pruner)?;
+                progress.batches_done = 0;
+            }
         }
         let acc = accuracy(&model.valid(), &test, &eval_batcher, 256, device)?;
         bar.finish_with_message(format!(
@@ -518,6 +534,8 @@ where
     )?;
     let masked = model.valid();
     let compact = pruner.compact(masked.clone())?;
+    // The trained (masked) model, to reload with the same model configuration.
+    masked.clone().save_file(args.out.join("masked.bpk"))?;
     let eval = Evaluation {
         test,
         batcher: eval_batcher,

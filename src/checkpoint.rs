@@ -80,6 +80,10 @@ pub fn save<M: Prunable, T: Serialize>(
         path: path.to_path_buf(),
         reason,
     };
+    // Burn applies BatchNorm running-statistics updates lazily (on the next update or on
+    // `valid()`); `valid()` flushes them into the state the model shares, so the record holds
+    // the statistics of the last step.
+    let _ = model.valid();
     let model_bytes = model
         .clone()
         .into_record()

@@ -570,31 +570,20 @@ mod recipe {
                 .unwrap();
             }
         }
-        let args = [
-            "--dataset",
-            "fashion-mnist",
-            "--model",
-            "small",
-            "--epochs",
-            "3",
-            "--limit-train",
-            "640",
-            "--limit-test",
-            "200",
-            "--l1",
-            "0.2",
-            "--threshold",
-            "0.05",
-            "--seed",
-            "5",
-        ];
+        let args: Vec<&str> = "--dataset fashion-mnist --model small --epochs 3 --limit-train 640 \
+             --limit-test 200 --l1 0.1 --threshold 0.02 --lr 0.05 --seed 5"
+            .split_whitespace()
+            .collect();
         let (a, b) = (root.join("a"), root.join("b"));
         assert!(run_train(&args, &a, &data).success());
-        // 10 steps per epoch: abort in the middle of the second epoch.
-        let crashed = run_train(&[&args[..], &["--crash-at-step", "15"]].concat(), &b, &data);
+        // 10 steps per epoch, a checkpoint every 4 steps: abort at step 15, in the second epoch;
+        // the resumed run starts at step 12, batch 3 of that epoch.
+        let crash = ["--crash-at-step", "15", "--checkpoint-every", "4"];
+        let crashed = run_train(&[&args[..], &crash].concat(), &b, &data);
         assert!(!crashed.success());
         assert!(b.join("last.ckpt").exists() && !b.join("report.json").exists());
-        assert!(run_train(&[&args[..], &["--resume"]].concat(), &b, &data).success());
+        let resume = ["--resume", "--checkpoint-every", "4"];
+        assert!(run_train(&[&args[..], &resume].concat(), &b, &data).success());
         let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
         let structure: Vec<(String, Vec<bool>)> =
             serde_json::from_str(&read(&a, "structure.json")).unwrap();
@@ -616,6 +605,22 @@ mod recipe {
         ] {
             assert_eq!(report(&a)[key], report(&b)[key], "{key}");
         }
+        // The trained models themselves are the same, bit for bit.
+        let device = Device::default();
+        let load = |dir: &Path| {
+            use VggLayer::{Conv as C, MaxPool as M};
+            VggConfig::new(vec![C(32), M, C(64), M, C(128), M])
+                .with_in_channels(1)
+                .with_input_size([28, 28])
+                .init(&device)
+                .unwrap()
+                .load_file(dir.join("masked.bpk"))
+        };
+        let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Default, &device);
+        assert_eq!(
+            load(&a).forward(x.clone()).into_data(),
+            load(&b).forward(x).into_data()
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
