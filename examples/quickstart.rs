@@ -7,8 +7,10 @@
 //! The 10,000 test images of Fashion-MNIST ship with the repository (`data/fashion-mnist`); they
 //! are split into 8,000 training and 2,000 held-out images. A VGG-style network from the zoo is
 //! trained with CDP + DTC (penalty during the first half, then fine-tuning under the masks),
-//! compacted, and measured before and after: held-out accuracy, params, FLOPs, MACs and latency. Writes `report.json` and the texture plots at the start and the end
-//! of training into `--out` (default `target/quickstart`).
+//! compacted, and measured before and after: held-out accuracy, params, FLOPs, MACs and latency.
+//! Writes `report.json`, `report.md`, the trained model `model.bpk` (for the `sensitivity`
+//! example) and the texture plots at the start, at the end and over training into `--out`
+//! (default `target/quickstart`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,9 +26,10 @@ use texprune::data::{
     Augmentation, ImageBatcher, ImageItem, ImageSet, Normalization, Split, batch_rng, epoch_order,
     mnist,
 };
+use texprune::history::TextureHistory;
 use texprune::plots::plot_texture;
-use texprune::report::{Evaluation, RunReport, accuracy, write_atomic};
-use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
+use texprune::report::{Evaluation, RunReport, accuracy, write_run};
+use texprune::zoo::vgg::{Vgg, VggConfig};
 use texprune::{CdpConfig, Classifier, DtcConfig, Pruner, PrunerConfig};
 
 /// Quickstart: CDP + DTC on Fashion-MNIST, then compaction.
@@ -65,13 +68,6 @@ struct Args {
     out: PathBuf,
 }
 
-fn model_config() -> VggConfig {
-    use VggLayer::{Conv as C, MaxPool as M};
-    VggConfig::new(vec![C(32), M, C(64), M, C(128), M])
-        .with_in_channels(1)
-        .with_input_size([28, 28])
-}
-
 fn items(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
     use texprune::burn::data::dataset::Dataset;
     indices.iter().filter_map(|&i| set.get(i).ok()).collect()
@@ -99,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let eval_batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
 
-    let mut model: Vgg = model_config().init(&train_device)?;
+    let mut model: Vgg = VggConfig::small().init(&train_device)?;
     let mut pruner = Pruner::new(PrunerConfig::new(
         CdpConfig::new()
             .with_l1(args.l1)
@@ -126,6 +122,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}",
     )?;
     let mut step = 0usize;
+    let mut history = TextureHistory::default();
+    history.record(0, &model);
     for epoch in 0..args.epochs {
         let bar = ProgressBar::new(steps_per_epoch as u64)
             .with_style(style.clone())
@@ -159,6 +157,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ));
             bar.inc(1);
             step += 1;
+            if step.is_multiple_of(25) {
+                history.record(step as u64, &model);
+            }
         }
         let acc = accuracy(&model.valid(), &held_out, &eval_batcher, 500, &device)?;
         bar.finish_with_message(format!(
@@ -175,6 +176,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let masked = model.valid();
     let compact = pruner.compact(masked.clone())?;
+    // The trained model, for `cargo run --release --example sensitivity`.
+    masked.clone().save_file(args.out.join("model.bpk"))?;
     let eval = Evaluation {
         test: &held_out,
         batcher: &eval_batcher,
@@ -198,13 +201,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * report.params_removed(),
         100.0 * report.flops_removed()
     );
-    let path = args.out.join("report.json");
-    write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_run(
+        &args.out,
+        "texprune quickstart",
+        &report,
+        &compact_cost,
+        &history,
+    )?;
     println!(
-        "wrote {}, {} and {}",
-        path.display(),
-        args.out.join("texture-start.svg").display(),
-        args.out.join("texture-end.svg").display()
+        "wrote report.json, report.md, model.bpk and the texture plots into {}",
+        args.out.display()
     );
     Ok(())
 }

@@ -17,7 +17,8 @@
 //! batch after it; data order and augmentation depend only on the seed and the position in
 //! training, so a resumed run repeats the uninterrupted one. At the end
 //! the model is compacted and `masked.bpk` (the trained model's record), `report.json`,
-//! `structure.json`, the cost tables and the texture plots are written.
+//! `report.md`, `structure.json`, `cost.json`, the texture plots at the start and the end and the
+//! texture history (`texture-history.json`, `.svg`) are written.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,10 +37,11 @@ use texprune::data::{
     Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
     Normalization, Split, batch_rng, cifar10, cifar100, epoch_order, mnist,
 };
+use texprune::history::TextureHistory;
 use texprune::plots::plot_texture;
-use texprune::report::{Evaluation, RunReport, accuracy, write_atomic};
+use texprune::report::{Evaluation, RunReport, accuracy, write_atomic, write_run};
 use texprune::zoo::resnet::ResNetConfig;
-use texprune::zoo::vgg::{VggConfig, VggLayer};
+use texprune::zoo::vgg::VggConfig;
 use texprune::{
     CdpConfig, Classifier, Compactable, DtcConfig, Formula, Prunable, Pruner, PrunerConfig,
 };
@@ -159,6 +161,9 @@ struct Args {
     /// Output folder: checkpoints, report, plots.
     #[arg(long, default_value = "target/train")]
     out: PathBuf,
+    /// Record the per-layer texture statistics every N steps (`texture-history.json/.svg`).
+    #[arg(long, default_value_t = 50)]
+    history_every: usize,
     /// Also write `last.ckpt` every N training steps (0: only after each epoch).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: usize,
@@ -184,6 +189,8 @@ struct Progress {
     best_accuracy: f64,
     /// Steps completed.
     steps: usize,
+    /// Texture statistics recorded so far.
+    history: TextureHistory,
     /// The arguments of the run.
     args: Args,
 }
@@ -342,14 +349,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_in_channels(c)
             .init(&train_device)
     };
-    use VggLayer::{Conv as C, MaxPool as M};
     match args.model {
-        ModelKind::Small => run(
-            &args,
-            vgg(VggConfig::new(vec![C(32), M, C(64), M, C(128), M]))?,
-            data,
-            &device,
-        ),
+        ModelKind::Small => run(&args, vgg(VggConfig::small())?, data, &device),
         ModelKind::Vgg11 => run(&args, vgg(VggConfig::vgg11())?, data, &device),
         ModelKind::Vgg13 => run(&args, vgg(VggConfig::vgg13())?, data, &device),
         ModelKind::Vgg16 => run(&args, vgg(VggConfig::vgg16())?, data, &device),
@@ -414,11 +415,15 @@ where
             epochs_done: 0,
             batches_done: 0,
             best_accuracy: 0.0,
+            history: TextureHistory::default(),
             steps: 0,
             args: args.clone(),
         };
         (model, pruner, progress)
     };
+    if progress.history.records.is_empty() {
+        progress.history.record(0, &model);
+    }
     let Data {
         train,
         test,
@@ -474,6 +479,9 @@ where
             ));
             bar.inc(1);
             progress.steps += 1;
+            if progress.steps.is_multiple_of(args.history_every.max(1)) {
+                progress.history.record(progress.steps as u64, &model);
+            }
             if args.checkpoint_every > 0 && progress.steps.is_multiple_of(args.checkpoint_every) {
                 progress.batches_done = b + 1;
                 checkpoint::save(&last_path, &progress, &model, &optim, &pruner)?;
@@ -500,7 +508,7 @@ where
         device,
         input_size: [h, w],
     };
-    finish(args, &model, &pruner, &eval, start)
+    finish(args, &model, &pruner, &eval, &progress.history, start)
 }
 
 /// What the final measurements run on.
@@ -516,6 +524,7 @@ fn finish<M>(
     model: &M,
     pruner: &Pruner,
     eval: &Eval,
+    history: &TextureHistory,
     start: Instant,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
@@ -553,10 +562,8 @@ where
         ..measured
     };
     let structure = structure(&masked);
-    write_atomic(
-        &args.out.join("report.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    let title = format!("texprune: {} on {}", report.model, report.dataset);
+    write_run(&args.out, &title, &report, &compact_cost, history)?;
     write_atomic(
         &args.out.join("structure.json"),
         serde_json::to_string(&structure)?.as_bytes(),
@@ -566,7 +573,10 @@ where
         serde_json::to_string_pretty(&(dense_cost, &compact_cost))?.as_bytes(),
     )?;
     println!("\n{compact_cost}\n\n{report}");
-    println!("wrote {}", args.out.join("report.json").display());
+    println!(
+        "wrote report.json, report.md and the plots into {}",
+        args.out.display()
+    );
     Ok(())
 }
 

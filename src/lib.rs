@@ -59,8 +59,10 @@ mod masking;
 mod pruner;
 
 pub mod checkpoint;
+pub mod history;
 pub mod plots;
 pub mod report;
+pub mod sensitivity;
 
 pub use error::PruneError;
 pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};

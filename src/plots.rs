@@ -21,13 +21,13 @@ pub struct PlotError {
 const BINS: usize = 20;
 
 /// One layer's numbers for the plots.
-struct LayerTexture {
-    name: String,
-    similarity: Vec<f64>,
-    live: f64,
+pub(crate) struct LayerTexture {
+    pub name: String,
+    pub similarity: Vec<f64>,
+    pub live: f64,
 }
 
-fn textures<M: Prunable>(model: &M) -> Vec<LayerTexture> {
+pub(crate) fn textures<M: Prunable>(model: &M) -> Vec<LayerTexture> {
     model
         .collect_prunable()
         .iter()
@@ -125,5 +125,80 @@ pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<
         }))
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Draws, for every layer, a line of `values[layer][point]` against `xs`, into the area `area`.
+fn lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    names: &[String],
+    xs: &[f64],
+    values: &[Vec<f64>],
+    y_range: std::ops::Range<f64>,
+    x_desc: &str,
+) -> Result<(), String> {
+    let x_min = xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let x_max = xs.iter().copied().fold(x_min + 1e-9, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(45)
+        .build_cartesian_2d(x_min..x_max, y_range)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .label_style(("sans-serif", 11))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (name, ys)) in names.iter().zip(values).enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                xs.iter().copied().zip(ys.iter().copied()),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 10))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Two stacked line charts into the SVG `path`: `top` and `bottom` are
+/// `(caption, values[layer][point], y range)` over `xs`.
+pub(crate) type Panel<'a> = (&'a str, &'a [Vec<f64>], std::ops::Range<f64>);
+
+pub(crate) fn plot_lines(
+    path: &Path,
+    title: &str,
+    names: &[String],
+    xs: &[f64],
+    x_desc: &str,
+    panels: &[Panel],
+) -> Result<(), PlotError> {
+    let err = |message: String| PlotError {
+        path: path.display().to_string(),
+        message,
+    };
+    let root = SVGBackend::new(path, (1000, 360 * panels.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| err(e.to_string()))?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    for ((caption, values, range), area) in panels.iter().zip(&areas) {
+        lines(area, caption, names, xs, values, range.clone(), x_desc).map_err(err)?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

@@ -228,3 +228,84 @@ impl std::fmt::Display for RunReport {
         )
     }
 }
+
+/// A Markdown page for a run: the before/after table, the per-layer table of the compact model
+/// and the plots (`(caption, file name relative to the page)`).
+pub fn markdown(
+    title: &str,
+    run: &RunReport,
+    compact: &CostReport,
+    plots: &[(&str, &str)],
+) -> String {
+    let mut page = format!(
+        "# {title}\n\n{} on {}, {} epochs, {:.0} s\n\n",
+        run.model, run.dataset, run.epochs, run.wall_seconds
+    );
+    page += "| | masked | compact |\n|---|---|---|\n";
+    page += &format!(
+        "| accuracy | {:.2} % | {:.2} % |\n",
+        100.0 * run.accuracy_masked,
+        100.0 * run.accuracy_compact
+    );
+    for (name, a, b) in [
+        ("params", run.params_dense, run.params_compact),
+        ("FLOPs", run.flops_dense, run.flops_compact),
+        ("MACs", run.macs_dense, run.macs_compact),
+    ] {
+        page += &format!(
+            "| {name} | {a} | {b} ({:+.1} %) |\n",
+            100.0 * (b as f64 / a.max(1) as f64 - 1.0)
+        );
+    }
+    page += &format!(
+        "| latency | {:.1} ms | {:.1} ms |\n\n## Compact model, per layer\n\n",
+        run.latency_masked_ms, run.latency_compact_ms
+    );
+    page += "| layer | kind | shape | params | FLOPs | MACs |\n|---|---|---|---|---|---|\n";
+    for l in &compact.layers {
+        page += &format!(
+            "| {} | {:?} | {} | {} | {} | {} |\n",
+            l.name, l.kind, l.shape, l.params, l.flops, l.macs
+        );
+    }
+    for (caption, file) in plots {
+        page += &format!("\n## {caption}\n\n![{caption}]({file})\n");
+    }
+    page
+}
+
+/// Writes a run's outputs into `out`: `report.json`, `texture-history.json`,
+/// `texture-history.svg` and `report.md` (which shows `texture-start.svg` and `texture-end.svg`
+/// too, drawn by the caller).
+pub fn write_run(
+    out: &Path,
+    title: &str,
+    run: &RunReport,
+    compact: &CostReport,
+    history: &crate::history::TextureHistory,
+) -> std::io::Result<()> {
+    write_atomic(&out.join("report.json"), pretty(run)?.as_bytes())?;
+    write_atomic(
+        &out.join("texture-history.json"),
+        pretty(history)?.as_bytes(),
+    )?;
+    history
+        .plot(&out.join("texture-history.svg"))
+        .map_err(std::io::Error::other)?;
+    let page = markdown(
+        title,
+        run,
+        compact,
+        &[
+            ("Texture at initialisation", "texture-start.svg"),
+            ("Texture after training", "texture-end.svg"),
+            ("Texture over training", "texture-history.svg"),
+        ],
+    );
+    write_atomic(&out.join("report.md"), page.as_bytes())
+}
+
+/// Pretty JSON of `value`, as an I/O result.
+fn pretty<T: Serialize>(value: &T) -> std::io::Result<String> {
+    serde_json::to_string_pretty(value).map_err(std::io::Error::other)
+}

@@ -608,10 +608,7 @@ mod recipe {
         // The trained models themselves are the same, bit for bit.
         let device = Device::default();
         let load = |dir: &Path| {
-            use VggLayer::{Conv as C, MaxPool as M};
-            VggConfig::new(vec![C(32), M, C(64), M, C(128), M])
-                .with_in_channels(1)
-                .with_input_size([28, 28])
+            VggConfig::small()
                 .init(&device)
                 .unwrap()
                 .load_file(dir.join("masked.bpk"))
@@ -703,6 +700,147 @@ mod checkpoints {
             })
             .count();
         assert_eq!(leftovers, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Sensitivity analysis, texture history and the run page.
+mod analysis {
+    use texprune::burn::data::dataset::Dataset;
+    use texprune::burn::module::Param;
+    use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
+    use texprune::history::TextureHistory;
+    use texprune::report::{RunReport, write_run};
+    use texprune::sensitivity::analyze;
+    use texprune::zoo::resnet::ResNetConfig;
+    use texprune::{Classifier, Costed, SkeletonConv2d};
+
+    use super::*;
+
+    fn random_skeleton(conv: &mut SkeletonConv2d) {
+        let dims = conv.skeleton.dims();
+        conv.skeleton = Param::from_tensor(Tensor::random(
+            dims,
+            Distribution::Uniform(0.05, 1.0),
+            &Device::default(),
+        ));
+    }
+
+    /// A ResNet-8 whose `layer2.0` residual branch is multiplied by zero (its BatchNorm's γ and β
+    /// are 0): pruning its convs cannot matter, pruning the stem does.
+    #[test]
+    fn a_planted_insensitive_block_ranks_below_the_stem() {
+        let device = Device::default();
+        device.seed(11);
+        let mut model = ResNetConfig::cifar(8)
+            .with_in_channels(1)
+            .init(&device)
+            .unwrap();
+        random_skeleton(&mut model.conv1);
+        for block in &mut model.blocks {
+            block.convs.iter_mut().for_each(random_skeleton);
+        }
+        let planted = &mut model.blocks[1].norms[1];
+        planted.gamma = Param::from_tensor(planted.gamma.val().zeros_like());
+        planted.beta = Param::from_tensor(planted.beta.val().zeros_like());
+
+        // Real images, labelled with the model's own predictions: baseline accuracy 100 %.
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut set = mnist(&repo.join("data/fashion-mnist"), Split::Test)
+            .unwrap()
+            .take(300);
+        let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
+        let items: Vec<_> = (0..set.len()).map(|i| set.get(i).unwrap()).collect();
+        let batch = batcher.images(&items, &mut SplitMix64(0), &device);
+        let predicted = model.logits(batch.images).argmax(1).flatten::<1>(0, 1);
+        set.labels = predicted
+            .into_data()
+            .iter::<i64>()
+            .map(|l| l as usize)
+            .collect();
+
+        let report = analyze(
+            &model,
+            &set,
+            &batcher,
+            &device,
+            &[0.3, 0.6, 1.0],
+            0.01,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(report.baseline_accuracy, 1.0);
+        assert_eq!(report.layers.len(), 7);
+        let sensitivity = |name: &str| {
+            report
+                .layers
+                .iter()
+                .find(|l| l.name == name)
+                .unwrap()
+                .sensitivity
+        };
+        assert_eq!(sensitivity("layer2.0.conv1"), 0.0);
+        assert_eq!(sensitivity("layer2.0.conv2"), 0.0);
+        assert!(sensitivity("conv1") > 0.05, "{report}");
+        let stem = &report.layers[0];
+        assert!(stem.points.last().unwrap().live_fraction < stem.points[0].live_fraction);
+        assert_eq!(report.correlations.len(), 2);
+
+        let dir = std::env::temp_dir().join(format!("texprune-analysis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        let back: texprune::sensitivity::SensitivityReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.layers.len(), report.layers.len());
+        report.plot(&dir.join("s.svg")).unwrap();
+        assert!(
+            std::fs::read_to_string(dir.join("s.svg"))
+                .unwrap()
+                .contains("<svg")
+        );
+
+        let mut history = TextureHistory::default();
+        history.record(0, &model);
+        history.record(10, &model);
+        assert_eq!(history.layers.len(), 9);
+        assert_eq!(history.records[1].live.len(), 9);
+        history.plot(&dir.join("h.svg")).unwrap();
+        let parsed: TextureHistory =
+            serde_json::from_str(&serde_json::to_string(&history).unwrap()).unwrap();
+        assert_eq!(parsed, history);
+
+        // The run page and its files.
+        let run = RunReport {
+            dataset: "fashion-mnist".into(),
+            model: "resnet8".into(),
+            epochs: 1,
+            accuracy_masked: 0.9,
+            accuracy_compact: 0.9,
+            params_dense: 10,
+            params_compact: 5,
+            flops_dense: 10,
+            flops_compact: 4,
+            macs_dense: 5,
+            macs_compact: 2,
+            latency_masked_ms: 2.0,
+            latency_compact_ms: 1.0,
+            wall_seconds: 1.0,
+        };
+        let cost = model.cost([28, 28]);
+        write_run(&dir, "planted", &run, &cost, &history).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let back: RunReport = serde_json::from_str(&read("report.json")).unwrap();
+        assert_eq!(back, run);
+        let page = read("report.md");
+        assert!(page.starts_with("# planted"));
+        assert!(page.contains("| accuracy | 90.00 % | 90.00 % |"));
+        assert!(page.contains("| params | 10 | 5 (-50.0 %) |"));
+        assert!(page.contains("| layer | kind | shape | params | FLOPs | MACs |"));
+        for l in &cost.layers {
+            assert!(page.contains(&format!("| {} |", l.name)), "{}", l.name);
+        }
+        assert!(page.contains("![Texture over training](texture-history.svg)"));
+        let _: TextureHistory = serde_json::from_str(&read("texture-history.json")).unwrap();
+        assert!(read("texture-history.svg").contains("<svg"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

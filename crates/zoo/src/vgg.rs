@@ -55,6 +55,15 @@ impl VggConfig {
         Self::new(layers)
     }
 
+    /// The small network of the quickstart: `[32, M, 64, M, 128, M]` on 1×28×28 (Fashion-MNIST,
+    /// MNIST).
+    pub fn small() -> Self {
+        use VggLayer::{Conv as C, MaxPool as M};
+        Self::new(vec![C(32), M, C(64), M, C(128), M])
+            .with_in_channels(1)
+            .with_input_size([28, 28])
+    }
+
     /// VGG-11 for 32×32 inputs.
     pub fn vgg11() -> Self {
         Self::standard([1, 1, 2, 2, 2])

@@ -1,0 +1,313 @@
+//! Per-layer sensitivity to pruning, and whether the filter texture distribution predicts it.
+//!
+//! For each thresholded layer alone, the DTC mask at a sweep of base thresholds `δ`
+//! (`|S[f,i,j]| > δ · mean(L) / L_f`, METHOD §4) is applied to that layer only and the model is
+//! evaluated: accuracy and loss against the unpruned baseline. A layer's *sensitivity* is its mean
+//! accuracy drop over the sweep; its *tolerated threshold* the largest `δ` whose drop stays within
+//! the tolerance. Beside it, the layer's texture statistics (mean and spread of the filter
+//! similarity to the layer mean, METHOD §2), and across layers the Spearman rank correlation of
+//! each statistic with the sensitivity.
+
+use burn::data::dataset::Dataset;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::Device;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
+use texprune_dtc::{filter_thresholds, stripe_mask};
+use texprune_texture::WeightTexture;
+use texprune_zoo::{Classifier, Prunable, PrunableLayer};
+
+use crate::masking::MaskMapper;
+
+/// One point of a layer's sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// Base threshold `δ`.
+    pub threshold: f64,
+    /// Live-stripe fraction of the layer at `δ`.
+    pub live_fraction: f64,
+    /// Accuracy with only this layer pruned.
+    pub accuracy: f64,
+    /// Mean cross-entropy with only this layer pruned.
+    pub loss: f64,
+}
+
+/// Texture statistics of a layer (filter similarity to the layer mean, of `W ⊙ S`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextureSummary {
+    /// Mean similarity.
+    pub mean: f64,
+    /// Standard deviation of the similarity.
+    pub std: f64,
+}
+
+/// One layer's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerSensitivity {
+    /// Layer path.
+    pub name: String,
+    /// Texture statistics before pruning.
+    pub texture: TextureSummary,
+    /// The sweep.
+    pub points: Vec<SweepPoint>,
+    /// Mean accuracy drop over the sweep.
+    pub sensitivity: f64,
+    /// Largest threshold whose accuracy drop is within the tolerance (`None`: even the smallest
+    /// exceeds it).
+    pub tolerated_threshold: Option<f64>,
+}
+
+/// The analysis of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensitivityReport {
+    /// Accuracy of the model as given.
+    pub baseline_accuracy: f64,
+    /// Its mean cross-entropy.
+    pub baseline_loss: f64,
+    /// Accuracy-drop tolerance.
+    pub tolerance: f64,
+    /// Per layer, in forward order.
+    pub layers: Vec<LayerSensitivity>,
+    /// Spearman correlation of each texture statistic with the sensitivity, across layers.
+    pub correlations: Vec<(String, f64)>,
+}
+
+/// Accuracy and mean cross-entropy of `model` on `set`.
+fn evaluate<M: Classifier>(
+    model: &M,
+    set: &impl Dataset<ImageItem, DataError>,
+    batcher: &ImageBatcher,
+    device: &Device,
+) -> Result<(f64, f64), DataError> {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut correct, mut loss) = (0i64, 0.0f64);
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(256) {
+        let items = chunk
+            .iter()
+            .map(|&i| set.get(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = batcher.images(&items, &mut SplitMix64(0), device);
+        let logits = model.logits(batch.images);
+        let hits: i64 = logits
+            .clone()
+            .argmax(1)
+            .flatten::<1>(0, 1)
+            .equal(batch.labels.clone())
+            .int()
+            .sum()
+            .into_scalar();
+        let l: f64 = loss_fn.forward(logits, batch.labels).into_scalar();
+        correct += hits;
+        loss += l * chunk.len() as f64;
+    }
+    let n = set.len().max(1) as f64;
+    Ok((correct as f64 / n, loss / n))
+}
+
+/// Average ranks (ties share the mean rank).
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            ranks[k] = (i + j) as f64 / 2.0;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Spearman rank correlation: the Pearson correlation of the ranks (NaN when either side is
+/// constant).
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// Sweeps every thresholded layer of `model` alone over `thresholds` on `set`, layers in
+/// parallel (rayon). `progress` is called after each layer with its name.
+pub fn analyze<M, D>(
+    model: &M,
+    set: &D,
+    batcher: &ImageBatcher,
+    device: &Device,
+    thresholds: &[f64],
+    tolerance: f64,
+    progress: impl Fn(&str) + Sync,
+) -> Result<SensitivityReport, DataError>
+where
+    M: Prunable + Classifier + Sync,
+    D: Dataset<ImageItem, DataError>,
+{
+    let (baseline_accuracy, baseline_loss) = evaluate(model, set, batcher, device)?;
+    let candidates: Vec<PrunableLayer> = model
+        .collect_prunable()
+        .into_vec()
+        .into_iter()
+        .filter(|l| l.thresholded)
+        .collect();
+    let layers = candidates
+        .par_iter()
+        .map(|layer| -> Result<LayerSensitivity, DataError> {
+            let similarity: Vec<f64> =
+                WeightTexture::new(layer.weight.clone() * layer.skeleton.clone().unsqueeze_dim(1))
+                    .similarity
+                    .into_data()
+                    .iter::<f64>()
+                    .collect();
+            let n = similarity.len() as f64;
+            let mean = similarity.iter().sum::<f64>() / n;
+            let std = (similarity.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let mut points = Vec::with_capacity(thresholds.len());
+            for &threshold in thresholds {
+                let skeleton = layer.skeleton.clone();
+                let mask = stripe_mask(skeleton.clone(), filter_thresholds(skeleton, threshold));
+                let live: i64 = mask.clone().int().sum().into_scalar();
+                let live_fraction = live as f64 / mask.dims().iter().product::<usize>() as f64;
+                let mut mapper = MaskMapper::default();
+                mapper.insert(layer.skeleton_id, mask);
+                let pruned = model.clone().map(&mut mapper);
+                let (accuracy, loss) = evaluate(&pruned, set, batcher, device)?;
+                points.push(SweepPoint {
+                    threshold,
+                    live_fraction,
+                    accuracy,
+                    loss,
+                });
+            }
+            let drops: Vec<f64> = points
+                .iter()
+                .map(|p| baseline_accuracy - p.accuracy)
+                .collect();
+            progress(&layer.name);
+            Ok(LayerSensitivity {
+                name: layer.name.clone(),
+                texture: TextureSummary { mean, std },
+                sensitivity: drops.iter().sum::<f64>() / drops.len().max(1) as f64,
+                tolerated_threshold: points
+                    .iter()
+                    .zip(&drops)
+                    .take_while(|(_, d)| **d <= tolerance)
+                    .last()
+                    .map(|(p, _)| p.threshold),
+                points,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sensitivity: Vec<f64> = layers.iter().map(|l| l.sensitivity).collect();
+    let stat = |f: fn(&TextureSummary) -> f64| -> Vec<f64> {
+        layers.iter().map(|l| f(&l.texture)).collect()
+    };
+    let correlations = vec![
+        (
+            "texture mean".to_string(),
+            spearman(&stat(|t| t.mean), &sensitivity),
+        ),
+        (
+            "texture std".to_string(),
+            spearman(&stat(|t| t.std), &sensitivity),
+        ),
+    ];
+    Ok(SensitivityReport {
+        baseline_accuracy,
+        baseline_loss,
+        tolerance,
+        layers,
+        correlations,
+    })
+}
+
+impl SensitivityReport {
+    /// Draws, per layer, the accuracy and the live-stripe fraction against the threshold.
+    pub fn plot(&self, path: &std::path::Path) -> Result<(), crate::plots::PlotError> {
+        let names: Vec<String> = self.layers.iter().map(|l| l.name.clone()).collect();
+        let xs: Vec<f64> = self
+            .layers
+            .first()
+            .map(|l| l.points.iter().map(|p| p.threshold).collect())
+            .unwrap_or_default();
+        let series = |f: fn(&SweepPoint) -> f64| -> Vec<Vec<f64>> {
+            self.layers
+                .iter()
+                .map(|l| l.points.iter().map(f).collect())
+                .collect()
+        };
+        let (accuracy, live) = (series(|p| p.accuracy), series(|p| p.live_fraction));
+        crate::plots::plot_lines(
+            path,
+            "accuracy with one layer pruned",
+            &names,
+            &xs,
+            "DTC base threshold δ",
+            &[
+                ("held-out accuracy", &accuracy, 0.0..1.0),
+                ("live-stripe fraction of the pruned layer", &live, 0.0..1.05),
+            ],
+        )
+    }
+}
+
+impl std::fmt::Display for SensitivityReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "baseline accuracy {:.2} %, loss {:.4}; tolerance {:.1} pt",
+            100.0 * self.baseline_accuracy,
+            self.baseline_loss,
+            100.0 * self.tolerance
+        )?;
+        writeln!(
+            f,
+            "| layer | texture mean | texture std | sensitivity (pt) | tolerated δ | accuracy at each δ |"
+        )?;
+        writeln!(f, "|---|---|---|---|---|---|")?;
+        for l in &self.layers {
+            let sweep: Vec<String> = l
+                .points
+                .iter()
+                .map(|p| format!("{}: {:.1} %", p.threshold, 100.0 * p.accuracy))
+                .collect();
+            writeln!(
+                f,
+                "| {} | {:.4} | {:.4} | {:.2} | {} | {} |",
+                l.name,
+                l.texture.mean,
+                l.texture.std,
+                100.0 * l.sensitivity,
+                l.tolerated_threshold
+                    .map_or("none".to_string(), |t| t.to_string()),
+                sweep.join(", ")
+            )?;
+        }
+        for (stat, rho) in &self.correlations {
+            writeln!(f, "Spearman ρ({stat}, sensitivity) = {rho:.3}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_of_monotone_reversed_and_tied_data() {
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 35.0, 90.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(ranks(&[5.0, 1.0, 5.0, 2.0]), [2.5, 0.0, 2.5, 1.0]);
+        assert!(spearman(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+    }
+}
