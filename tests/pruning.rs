@@ -713,17 +713,31 @@ mod analysis {
     use texprune::report::{RunReport, write_run};
     use texprune::sensitivity::analyze;
     use texprune::zoo::resnet::ResNetConfig;
-    use texprune::{Classifier, Costed, SkeletonConv2d};
+    use texprune::{Classifier, Costed};
 
     use super::*;
 
-    fn random_skeleton(conv: &mut SkeletonConv2d) {
-        let dims = conv.skeleton.dims();
-        conv.skeleton = Param::from_tensor(Tensor::random(
-            dims,
-            Distribution::Uniform(0.05, 1.0),
-            &Device::default(),
-        ));
+    /// Replaces every weight and skeleton with values from a fixed SplitMix64 stream (the
+    /// device's generator is shared by the tests running beside this one): conv and linear
+    /// weights uniform in ±sqrt(3 / fan-in), skeletons uniform in [0.05, 1), biases 0; BatchNorm
+    /// keeps γ = 1, β = 0.
+    struct Deterministic(SplitMix64);
+
+    impl texprune::burn::module::ModuleMapper for Deterministic {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dims = param.dims();
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = match D {
+                3 => (0..n).map(|_| self.0.range(0.05, 1.0)).collect(),
+                4 | 2 => {
+                    let fan_in = if D == 4 { n / dims[0] } else { dims[0] };
+                    let b = (3.0 / fan_in as f32).sqrt();
+                    (0..n).map(|_| self.0.range(-b, b)).collect()
+                }
+                _ => return param,
+            };
+            param.map(|t| Tensor::from_data(TensorData::new(values, dims), &t.device()))
+        }
     }
 
     /// A ResNet-8 whose `layer2.0` residual branch is multiplied by zero (its BatchNorm's γ and β
@@ -731,25 +745,40 @@ mod analysis {
     #[test]
     fn a_planted_insensitive_block_ranks_below_the_stem() {
         let device = Device::default();
-        device.seed(11);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let images = mnist(&repo.join("data/fashion-mnist"), Split::Test).unwrap();
+        let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
+        // A briefly trained ResNet-8 (40 SGD steps on the last 1,280 images), so that its
+        // predictions depend on the input.
+        let train_device = device.clone().autodiff();
         let mut model = ResNetConfig::cifar(8)
             .with_in_channels(1)
-            .init(&device)
-            .unwrap();
-        random_skeleton(&mut model.conv1);
-        for block in &mut model.blocks {
-            block.convs.iter_mut().for_each(random_skeleton);
+            .init(&train_device)
+            .unwrap()
+            .map(&mut Deterministic(SplitMix64(11)));
+        model.fc.bias = None;
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+            ))
+            .init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+        for step in 0..40 {
+            let items: Vec<_> = (0..32)
+                .map(|i| images.get(10_000 - 1_280 + step * 32 + i).unwrap())
+                .collect();
+            let batch = batcher.images(&items, &mut SplitMix64(0), &train_device);
+            let loss = loss_fn.forward(model.logits(batch.images), batch.labels);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.05, model, grads);
         }
+        let mut model = model.valid();
         let planted = &mut model.blocks[1].norms[1];
         planted.gamma = Param::from_tensor(planted.gamma.val().zeros_like());
         planted.beta = Param::from_tensor(planted.beta.val().zeros_like());
 
         // Real images, labelled with the model's own predictions: baseline accuracy 100 %.
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut set = mnist(&repo.join("data/fashion-mnist"), Split::Test)
-            .unwrap()
-            .take(300);
-        let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
+        let mut set = images.take(300);
         let items: Vec<_> = (0..set.len()).map(|i| set.get(i).unwrap()).collect();
         let batch = batcher.images(&items, &mut SplitMix64(0), &device);
         let predicted = model.logits(batch.images).argmax(1).flatten::<1>(0, 1);
@@ -759,16 +788,22 @@ mod analysis {
             .map(|l| l as usize)
             .collect();
 
+        let mut classes = set.labels.clone();
+        classes.sort_unstable();
+        classes.dedup();
+        assert!(classes.len() > 1, "the model predicts one class only");
+        // δ = 3 prunes every stripe of a layer (all entries are below 3 · mean(L) / L_f).
         let report = analyze(
             &model,
             &set,
             &batcher,
             &device,
-            &[0.3, 0.6, 1.0],
+            &[0.5, 1.0, 3.0],
             0.01,
             |_| {},
         )
         .unwrap();
+        eprintln!("{report}");
         assert_eq!(report.baseline_accuracy, 1.0);
         assert_eq!(report.layers.len(), 7);
         let sensitivity = |name: &str| {
@@ -782,6 +817,13 @@ mod analysis {
         assert_eq!(sensitivity("layer2.0.conv1"), 0.0);
         assert_eq!(sensitivity("layer2.0.conv2"), 0.0);
         assert!(sensitivity("conv1") > 0.05, "{report}");
+        // The analysis ranks the planted convs least sensitive of all.
+        let mut ranked: Vec<_> = report.layers.iter().collect();
+        ranked.sort_by(|a, b| a.sensitivity.total_cmp(&b.sensitivity));
+        let mut least: Vec<&str> = ranked[..2].iter().map(|l| l.name.as_str()).collect();
+        least.sort_unstable();
+        assert_eq!(least, ["layer2.0.conv1", "layer2.0.conv2"]);
+        assert!(ranked[2].sensitivity > 0.05);
         let stem = &report.layers[0];
         assert!(stem.points.last().unwrap().live_fraction < stem.points[0].live_fraction);
         assert_eq!(report.correlations.len(), 2);
