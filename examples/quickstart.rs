@@ -148,13 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let fit = pruner.fit(&model, loss)?;
             let grads: GradientsParams = fit.grads;
             model = pruner.apply_masks(optim.step(lr, model, grads));
-            let s = &fit.summary;
-            bar.set_message(format!(
-                "loss {:.3}  penalty {:.3}  live stripes {:.1} %",
-                s.loss,
-                s.penalty,
-                100.0 * s.live_stripes as f64 / s.total_stripes.max(1) as f64
-            ));
+            bar.set_message(fit.summary.to_string());
             bar.inc(1);
             step += 1;
             if step.is_multiple_of(25) {

@@ -470,13 +470,7 @@ where
             let loss = loss_fn.forward(model.logits(batch.images), batch.labels);
             let fit = pruner.fit(&model, loss)?;
             model = pruner.apply_masks(optim.step(lr, model, fit.grads));
-            let s = &fit.summary;
-            bar.set_message(format!(
-                "lr {lr:.0e}  loss {:.3}  penalty {:.3}  live stripes {:.1} %",
-                s.loss,
-                s.penalty,
-                100.0 * s.live_stripes as f64 / s.total_stripes.max(1) as f64
-            ));
+            bar.set_message(format!("lr {lr:.0e}  {}", fit.summary));
             bar.inc(1);
             progress.steps += 1;
             if progress.steps.is_multiple_of(args.history_every.max(1)) {
@@ -502,40 +496,28 @@ where
             checkpoint::save(&best_path, &progress, &model, &optim, &pruner)?;
         }
     }
-    let eval = Eval {
+    let eval = Evaluation {
         test: &test,
         batcher: &eval_batcher,
         device,
         input_size: [h, w],
+        probe: 64,
+        runs: 5,
     };
     finish(args, &model, &pruner, &eval, &progress.history, start)
-}
-
-/// What the final measurements run on.
-struct Eval<'a> {
-    test: &'a Items,
-    batcher: &'a ImageBatcher,
-    device: &'a Device,
-    input_size: [usize; 2],
 }
 
 fn finish<M>(
     args: &Args,
     model: &M,
     pruner: &Pruner,
-    eval: &Eval,
+    eval: &Evaluation<Items>,
     history: &TextureHistory,
     start: Instant,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     M: Compactable + Classifier,
 {
-    let Eval {
-        test,
-        batcher: eval_batcher,
-        device,
-        input_size,
-    } = *eval;
     plot_texture(
         model,
         &args.out.join("texture-end.svg"),
@@ -545,15 +527,7 @@ where
     let compact = pruner.compact(masked.clone())?;
     // The trained (masked) model, to reload with the same model configuration.
     masked.clone().save_file(args.out.join("masked.bpk"))?;
-    let eval = Evaluation {
-        test,
-        batcher: eval_batcher,
-        device,
-        input_size,
-        probe: 64,
-        runs: 5,
-    };
-    let (measured, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, &eval)?;
+    let (measured, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, eval)?;
     let report = RunReport {
         dataset: format!("{:?}", args.dataset).to_lowercase(),
         model: format!("{:?}", args.model).to_lowercase(),

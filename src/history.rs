@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use texprune_zoo::Prunable;
 
-use crate::plots::{PlotError, plot_lines, textures};
+use crate::plots::{PlotError, mean_std, plot_lines, textures};
 
 /// One record: per layer (in [`TextureHistory::layers`] order), the mean and standard deviation
 /// of the filter similarity to the layer mean, and the live-stripe fraction.
@@ -38,15 +38,8 @@ impl TextureHistory {
         if self.layers.is_empty() {
             self.layers = layers.iter().map(|l| l.name.clone()).collect();
         }
-        let stats = |s: &[f64]| {
-            let n = s.len().max(1) as f64;
-            let mean = s.iter().sum::<f64>() / n;
-            (
-                mean,
-                (s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt(),
-            )
-        };
-        let (mean, std): (Vec<f64>, Vec<f64>) = layers.iter().map(|l| stats(&l.similarity)).unzip();
+        let (mean, std): (Vec<f64>, Vec<f64>) =
+            layers.iter().map(|l| mean_std(&l.similarity)).unzip();
         self.records.push(TextureRecord {
             step,
             mean,

@@ -48,6 +48,14 @@ pub(crate) fn textures<M: Prunable>(model: &M) -> Vec<LayerTexture> {
         .collect()
 }
 
+/// Mean and (population) standard deviation of `values`.
+pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
 /// Draws the texture distributions and live-stripe fractions of `model` into the SVG `path`,
 /// titled `title`.
 pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<(), PlotError> {

@@ -5,20 +5,23 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::data::dataset::Dataset;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
 use texprune_zoo::{Classifier, Compactable, CostReport, Costed};
 
-/// Top-1 accuracy of `model` on `set`, in order, `batch_size` images at a time.
-pub fn accuracy<M: Classifier>(
+/// Top-1 accuracy and mean cross-entropy of `model` on `set`, in order, `batch_size` images at
+/// a time.
+pub fn evaluate<M: Classifier>(
     model: &M,
     set: &impl Dataset<ImageItem, DataError>,
     batcher: &ImageBatcher,
     batch_size: usize,
     device: &Device,
-) -> Result<f64, DataError> {
-    let mut correct = 0i64;
+) -> Result<(f64, f64), DataError> {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut correct, mut loss) = (0i64, 0.0f64);
     let mut rng = SplitMix64(0);
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
@@ -27,11 +30,30 @@ pub fn accuracy<M: Classifier>(
             .map(|&i| set.get(i))
             .collect::<Result<Vec<_>, _>>()?;
         let batch = batcher.images(&items, &mut rng, device);
-        let predicted = model.logits(batch.images).argmax(1).flatten::<1>(0, 1);
-        let hits: i64 = predicted.equal(batch.labels).int().sum().into_scalar();
+        let logits = model.logits(batch.images);
+        let predicted = logits.clone().argmax(1).flatten::<1>(0, 1);
+        let hits: i64 = predicted
+            .equal(batch.labels.clone())
+            .int()
+            .sum()
+            .into_scalar();
+        let l: f64 = loss_fn.forward(logits, batch.labels).into_scalar();
         correct += hits;
+        loss += l * chunk.len() as f64;
     }
-    Ok(correct as f64 / set.len().max(1) as f64)
+    let n = set.len().max(1) as f64;
+    Ok((correct as f64 / n, loss / n))
+}
+
+/// Top-1 accuracy of `model` on `set` (see [`evaluate`]).
+pub fn accuracy<M: Classifier>(
+    model: &M,
+    set: &impl Dataset<ImageItem, DataError>,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64, DataError> {
+    evaluate(model, set, batcher, batch_size, device).map(|(accuracy, _)| accuracy)
 }
 
 /// Median wall time of `runs` forward passes of `images` (after one warm-up), in milliseconds.

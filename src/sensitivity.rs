@@ -9,16 +9,16 @@
 //! each statistic with the sensitivity.
 
 use burn::data::dataset::Dataset;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
+use texprune_data::{DataError, ImageBatcher, ImageItem};
 use texprune_dtc::{filter_thresholds, stripe_mask};
-use texprune_texture::WeightTexture;
 use texprune_zoo::{Classifier, Prunable, PrunableLayer};
 
 use crate::masking::MaskMapper;
+use crate::plots::{mean_std, textures};
+use crate::report::evaluate;
 
 /// One point of a layer's sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,39 +73,6 @@ pub struct SensitivityReport {
     pub correlations: Vec<(String, f64)>,
 }
 
-/// Accuracy and mean cross-entropy of `model` on `set`.
-fn evaluate<M: Classifier>(
-    model: &M,
-    set: &impl Dataset<ImageItem, DataError>,
-    batcher: &ImageBatcher,
-    device: &Device,
-) -> Result<(f64, f64), DataError> {
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let (mut correct, mut loss) = (0i64, 0.0f64);
-    let indices: Vec<usize> = (0..set.len()).collect();
-    for chunk in indices.chunks(256) {
-        let items = chunk
-            .iter()
-            .map(|&i| set.get(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = batcher.images(&items, &mut SplitMix64(0), device);
-        let logits = model.logits(batch.images);
-        let hits: i64 = logits
-            .clone()
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(batch.labels.clone())
-            .int()
-            .sum()
-            .into_scalar();
-        let l: f64 = loss_fn.forward(logits, batch.labels).into_scalar();
-        correct += hits;
-        loss += l * chunk.len() as f64;
-    }
-    let n = set.len().max(1) as f64;
-    Ok((correct as f64 / n, loss / n))
-}
-
 /// Average ranks (ties share the mean rank).
 fn ranks(values: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -152,7 +119,8 @@ where
     M: Prunable + Classifier + Sync,
     D: Dataset<ImageItem, DataError>,
 {
-    let (baseline_accuracy, baseline_loss) = evaluate(model, set, batcher, device)?;
+    let (baseline_accuracy, baseline_loss) = evaluate(model, set, batcher, 256, device)?;
+    let textures = textures(model);
     let candidates: Vec<PrunableLayer> = model
         .collect_prunable()
         .into_vec()
@@ -162,15 +130,10 @@ where
     let layers = candidates
         .par_iter()
         .map(|layer| -> Result<LayerSensitivity, DataError> {
-            let similarity: Vec<f64> =
-                WeightTexture::new(layer.weight.clone() * layer.skeleton.clone().unsqueeze_dim(1))
-                    .similarity
-                    .into_data()
-                    .iter::<f64>()
-                    .collect();
-            let n = similarity.len() as f64;
-            let mean = similarity.iter().sum::<f64>() / n;
-            let std = (similarity.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let (mean, std) = textures
+                .iter()
+                .find(|t| t.name == layer.name)
+                .map_or((f64::NAN, f64::NAN), |t| mean_std(&t.similarity));
             let mut points = Vec::with_capacity(thresholds.len());
             for &threshold in thresholds {
                 let skeleton = layer.skeleton.clone();
@@ -180,7 +143,7 @@ where
                 let mut mapper = MaskMapper::default();
                 mapper.insert(layer.skeleton_id, mask);
                 let pruned = model.clone().map(&mut mapper);
-                let (accuracy, loss) = evaluate(&pruned, set, batcher, device)?;
+                let (accuracy, loss) = evaluate(&pruned, set, batcher, 256, device)?;
                 points.push(SweepPoint {
                     threshold,
                     live_fraction,
