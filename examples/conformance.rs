@@ -34,7 +34,7 @@ fn main() -> ExitCode {
                 failed += report.failures.len();
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", texprune::cli::one_line(&e));
                 unreadable += 1;
             }
         }

@@ -13,6 +13,7 @@
 //! (default `target/quickstart`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -39,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = texprune::cli::positive)]
     batch: usize,
     /// Peak learning rate (cosine decay to 0).
     #[arg(long, default_value_t = 0.05)]
@@ -73,8 +74,11 @@ fn items(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
     indices.iter().filter_map(|&i| set.get(i).ok()).collect()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    texprune::cli::exit(run_main(Args::parse()))
+}
+
+fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let device = Device::default();
     let train_device = device.clone().autodiff();

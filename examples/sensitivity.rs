@@ -12,6 +12,7 @@
 //! `sensitivity.json`, `sensitivity.md` and `sensitivity.svg` into `--out`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::ProgressBar;
@@ -49,8 +50,11 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    texprune::cli::exit(run_main(Args::parse()))
+}
+
+fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::default();
     let (_, held_out) = mnist(&args.data, Split::Test)?.split(0.2, args.seed);
     let model = VggConfig::small()

@@ -15,12 +15,17 @@
 //! atomically into `--out`, with the model, the optimizer's momentum, the pruner's state and the
 //! position (also every `--checkpoint-every` steps). `--resume` continues from `last.ckpt` at the
 //! batch after it; data order and augmentation depend only on the seed and the position in
-//! training, so a resumed run repeats the uninterrupted one. At the end
+//! training, so a resumed run repeats the uninterrupted one, bit for bit. A resumed run takes the
+//! same arguments (only `--data-dir`, `--out`, `--checkpoint-every` and `--backend` may change);
+//! other arguments are refused. Bad input (a negative coefficient, a damaged dataset or
+//! checkpoint) ends the program with one line of error and status 1, before any file is written.
+//! At the end
 //! the model is compacted and `masked.bpk` (the trained model's record), `report.json`,
 //! `report.md`, `structure.json`, `cost.json`, the texture plots at the start and the end and the
 //! texture history (`texture-history.json`, `.svg`) are written.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
@@ -47,6 +52,7 @@ use texprune::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum DatasetKind {
     Cifar10,
     Cifar100,
@@ -55,6 +61,7 @@ enum DatasetKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum ModelKind {
     /// The quickstart's VGG `[32, M, 64, M, 128, M]`.
     Small,
@@ -73,12 +80,14 @@ enum ModelKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum FormulaKind {
     Corrected,
     Reference,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum Backend {
     /// Burn's flex CPU backend.
     Flex,
@@ -92,7 +101,7 @@ enum Backend {
 
 /// CDP + DTC training with checkpoints, then compaction.
 #[derive(Parser, Debug, Clone, Serialize, Deserialize)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Args {
     /// Dataset.
     #[arg(long, value_enum, default_value = "cifar10")]
@@ -108,7 +117,7 @@ struct Args {
     #[arg(long, default_value_t = 160)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = texprune::cli::positive)]
     batch: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]
@@ -156,7 +165,7 @@ struct Args {
     #[arg(long)]
     limit_test: Option<usize>,
     /// Image folder: side of the centre crop (the resize is 8/7 of it).
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..))]
     image_size: u32,
     /// Output folder: checkpoints, report, plots.
     #[arg(long, default_value = "target/train")]
@@ -173,9 +182,36 @@ struct Args {
     /// Backend.
     #[arg(long, value_enum, default_value = "flex")]
     backend: Backend,
-    /// Abort the process after this many training steps (to test crash recovery).
-    #[arg(long, hide = true)]
-    crash_at_step: Option<usize>,
+}
+
+/// Arguments a resumed run may change: where the data and the outputs are, how often to
+/// checkpoint, the backend. Every other argument must match the checkpoint's run.
+const MAY_CHANGE_ON_RESUME: [&str; 5] =
+    ["data_dir", "out", "resume", "checkpoint_every", "backend"];
+
+/// Fails unless `now` continues the run that wrote `saved`.
+fn check_same_run(saved: &Args, now: &Args) -> Result<(), String> {
+    let (saved, now) = (
+        serde_json::to_value(saved).map_err(|e| e.to_string())?,
+        serde_json::to_value(now).map_err(|e| e.to_string())?,
+    );
+    let (Some(saved), Some(now)) = (saved.as_object(), now.as_object()) else {
+        return Err("arguments are not a JSON object".into());
+    };
+    for (key, value) in saved {
+        let given = now.get(key).unwrap_or(&serde_json::Value::Null);
+        if !MAY_CHANGE_ON_RESUME.contains(&key.as_str()) && given != value {
+            let shown = |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_owned);
+            return Err(format!(
+                "the checkpoint was written by a run with --{} {}, this run has {}: \
+                 resume with the same arguments",
+                key.replace('_', "-"),
+                shown(value),
+                shown(given)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a checkpoint records besides the model, optimizer and pruner.
@@ -323,9 +359,14 @@ fn pruner_config(args: &Args) -> PrunerConfig {
     )
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    texprune::cli::exit(run_main(Args::parse()))
+}
+
+fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = device(args.backend)?;
+    // A bad configuration fails here, before any data is read or any file is written.
+    Pruner::new(pruner_config(&args))?;
     let data = datasets(&args)?;
     let ([c, h, w], classes) = (data.shape, data.classes);
     println!(
@@ -380,7 +421,6 @@ where
     M: Compactable + Classifier,
 {
     let start = Instant::now();
-    std::fs::create_dir_all(&args.out)?;
     let last_path = args.out.join("last.ckpt");
     let best_path = args.out.join("best.ckpt");
     let mut optim: ModuleOptimizer = SgdConfig::new()
@@ -393,6 +433,7 @@ where
         .init();
     let (mut model, mut pruner, mut progress) = if args.resume {
         let ck = checkpoint::load::<Progress>(&last_path)?;
+        check_same_run(&ck.meta.args, args).map_err(|e| format!("{}: {e}", last_path.display()))?;
         let model = ck.model(model)?;
         optim = ck.optimizer(optim)?;
         let pruner = ck.pruner(&model)?;
@@ -405,6 +446,7 @@ where
         );
         (model, pruner, ck.meta)
     } else {
+        std::fs::create_dir_all(&args.out)?;
         plot_texture(
             &model,
             &args.out.join("texture-start.svg"),
@@ -452,13 +494,6 @@ where
             .enumerate()
             .skip(skip)
         {
-            if args.crash_at_step == Some(progress.steps) {
-                eprintln!(
-                    "aborting at step {} as asked (--crash-at-step)",
-                    progress.steps
-                );
-                std::process::abort();
-            }
             if args.threshold_warmup > 0 {
                 let t = (epoch * steps_per_epoch + b) as f64
                     / (args.threshold_warmup * steps_per_epoch) as f64;

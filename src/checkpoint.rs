@@ -2,9 +2,11 @@
 //! file written atomically.
 //!
 //! Layout: the magic `TXPCKPT1`, a little-endian `u64` header length, a JSON header
-//! (`{ meta, pruner, model_bytes, optimizer_bytes }`), the model's Burn record, the optimizer's
-//! Burn record. [`save`] writes a temporary file and renames it over the target, so a crash
-//! leaves the previous checkpoint intact; [`load`] checks every length before using anything.
+//! (`{ version, meta, pruner, model_bytes, optimizer_bytes }`), the model's Burn record, the
+//! optimizer's Burn record, and a trailing little-endian `u64` FNV-1a hash of all the bytes before
+//! it, so that any damage (a flipped bit in a weight included) is detected. [`save`] writes a temporary file, fsyncs it and renames it over the
+//! target, so a crash or a kill leaves either the previous checkpoint or the new one; [`load`]
+//! checks the version and every length before using anything.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,9 @@ use crate::report::write_atomic;
 use crate::{Prunable, Pruner, PrunerState};
 
 const MAGIC: &[u8; 8] = b"TXPCKPT1";
+
+/// Version of the checkpoint layout written by [`save`]; [`load`] reads this version only.
+pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// A checkpoint that cannot be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,16 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// The checkpoint was written in another format version.
+    #[error("{}: checkpoint format version {found}, this build reads version {supported}", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file (0 when it has none).
+        found: u32,
+        /// [`CHECKPOINT_VERSION`].
+        supported: u32,
+    },
     /// A record does not fit the model or optimizer it is loaded into.
     #[error("{}: {reason}", path.display())]
     Mismatch {
@@ -51,6 +66,7 @@ pub enum CheckpointError {
 
 #[derive(Serialize, Deserialize)]
 struct Header<T> {
+    version: u32,
     meta: T,
     pruner: PrunerState,
     model_bytes: u64,
@@ -91,6 +107,7 @@ pub fn save<M: Prunable, T: Serialize>(
         .map_err(|e| corrupt(e.to_string()))?;
     let optimizer_bytes = optimizer.into_bytes().map_err(|e| corrupt(e.to_string()))?;
     let header = Header {
+        version: CHECKPOINT_VERSION,
         meta,
         pruner: pruner.state(model).map_err(|e| corrupt(e.to_string()))?,
         model_bytes: model_bytes.len() as u64,
@@ -104,6 +121,8 @@ pub fn save<M: Prunable, T: Serialize>(
     bytes.extend_from_slice(&header);
     bytes.extend_from_slice(&model_bytes);
     bytes.extend_from_slice(&optimizer_bytes);
+    let checksum = fnv1a(&bytes);
+    bytes.extend_from_slice(&checksum.to_le_bytes());
     write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
@@ -120,13 +139,33 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Checkpoint<T>, Checkpoin
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+    if bytes.len() < 24 || &bytes[..8] != MAGIC {
         return Err(corrupt("bad magic"));
     }
-    let header_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
-    let body = &bytes[16..];
+    let (content, trailer) = bytes.split_at(bytes.len() - 8);
+    if fnv1a(content).to_le_bytes() != trailer {
+        return Err(corrupt(
+            "checksum mismatch: the file is damaged or truncated",
+        ));
+    }
+    let header_len = u64::from_le_bytes(content[8..16].try_into().unwrap_or_default()) as usize;
+    let body = &content[16..];
     if header_len > body.len() {
         return Err(corrupt("truncated header"));
+    }
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(default)]
+        version: u32,
+    }
+    let version: Version = serde_json::from_slice(&body[..header_len])
+        .map_err(|e| corrupt(&format!("header: {e}")))?;
+    if version.version != CHECKPOINT_VERSION {
+        return Err(CheckpointError::Version {
+            path: path.to_path_buf(),
+            found: version.version,
+            supported: CHECKPOINT_VERSION,
+        });
     }
     let header: Header<T> = serde_json::from_slice(&body[..header_len])
         .map_err(|e| corrupt(&format!("header: {e}")))?;
@@ -145,6 +184,13 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Checkpoint<T>, Checkpoin
         path: path.to_path_buf(),
         model: records[..m].to_vec(),
         optimizer: records[m..].to_vec(),
+    })
+}
+
+/// FNV-1a, 64 bits: `h = (h ^ byte) · 0x100000001b3` from `0xcbf29ce484222325`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 

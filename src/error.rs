@@ -40,6 +40,15 @@ pub enum PruneError {
         /// The loss value.
         value: f64,
     },
+    /// The CDP penalty is NaN or infinite (weights or skeletons so large that their squares
+    /// overflow the float type).
+    #[error("the CDP penalty is not finite at step {step}: {value}")]
+    NonFinitePenalty {
+        /// The pruner's step counter.
+        step: u64,
+        /// The penalty value.
+        value: f64,
+    },
     /// A saved pruner state does not fit this pruner or model.
     #[error("pruner state does not fit: {0}")]
     StateMismatch(String),

@@ -59,13 +59,19 @@ mod masking;
 mod pruner;
 
 pub mod checkpoint;
+pub mod cli;
 pub mod history;
 pub mod plots;
 pub mod report;
 pub mod sensitivity;
 
+pub use checkpoint::CheckpointError;
 pub use error::PruneError;
+pub use plots::PlotError;
 pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};
+pub use report::MeasureError;
+pub use texprune_data::DataError;
+pub use texprune_texture::DistributionError;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -196,9 +196,9 @@ impl Pruner {
     /// are exactly 0 whatever the optimizer's momentum does:
     /// `model = pruner.apply_masks(optim.step(lr, model, fit.grads))`.
     ///
-    /// Fails when the loss is not tracked by autodiff or is not finite; the model, the step
-    /// counter and the texture-mass history are then unchanged (the DTC masks, which depend on
-    /// the skeletons alone, may already hold this step's update).
+    /// Fails when the loss is not tracked by autodiff, or when the task loss or the penalty is
+    /// not finite (no gradient is handed out then); the pruner is then unchanged: step counter,
+    /// masks and texture-mass history.
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
         if !loss.is_tracked() {
             return Err(PruneError::NotAutodiff);
@@ -210,16 +210,30 @@ impl Pruner {
             None => loss.clone(),
         };
         let mut grads = GradientsParams::from_grads(total.backward(), model);
+        // Tensors are shared handles: keeping the masks in force costs nothing, and restores
+        // them if this step fails.
+        let masks_before = self.dtc.clone();
         self.threshold_layers(&layers, &mut grads);
 
         let step = self.step + 1;
         let mut summary = self.summary(&layers, loss, penalty.as_ref().map(|p| p.total.clone()));
         summary.step = step;
-        if !summary.loss.is_finite() {
-            return Err(PruneError::NonFiniteLoss {
+        let failure = if !summary.loss.is_finite() {
+            Some(PruneError::NonFiniteLoss {
                 step,
                 value: summary.loss,
-            });
+            })
+        } else if !summary.penalty.is_finite() {
+            Some(PruneError::NonFinitePenalty {
+                step,
+                value: summary.penalty,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = failure {
+            self.dtc = masks_before;
+            return Err(error);
         }
         if let Some(p) = penalty {
             self.cdp.commit(p.masses);

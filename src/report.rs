@@ -9,7 +9,18 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
-use texprune_zoo::{Classifier, Compactable, CostReport, Costed};
+use texprune_zoo::{Classifier, Compactable, CostReport, Costed, ZooError};
+
+/// A measurement that cannot be made: the data cannot be read, or does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The data cannot be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The images do not fit the model.
+    #[error(transparent)]
+    Input(#[from] ZooError),
+}
 
 /// Top-1 accuracy and mean cross-entropy of `model` on `set`, in order, `batch_size` images at
 /// a time.
@@ -19,7 +30,7 @@ pub fn evaluate<M: Classifier>(
     batcher: &ImageBatcher,
     batch_size: usize,
     device: &Device,
-) -> Result<(f64, f64), DataError> {
+) -> Result<(f64, f64), MeasureError> {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let (mut correct, mut loss) = (0i64, 0.0f64);
     let mut rng = SplitMix64(0);
@@ -30,6 +41,7 @@ pub fn evaluate<M: Classifier>(
             .map(|&i| set.get(i))
             .collect::<Result<Vec<_>, _>>()?;
         let batch = batcher.images(&items, &mut rng, device);
+        model.check_input(batch.images.dims())?;
         let logits = model.logits(batch.images);
         let predicted = logits.clone().argmax(1).flatten::<1>(0, 1);
         let hits: i64 = predicted
@@ -52,7 +64,7 @@ pub fn accuracy<M: Classifier>(
     batcher: &ImageBatcher,
     batch_size: usize,
     device: &Device,
-) -> Result<f64, DataError> {
+) -> Result<f64, MeasureError> {
     evaluate(model, set, batcher, batch_size, device).map(|(accuracy, _)| accuracy)
 }
 
@@ -155,7 +167,7 @@ impl RunReport {
         masked: &M,
         compact: &M::Compact,
         eval: &Evaluation<D>,
-    ) -> Result<(RunReport, CostReport, CostReport), DataError>
+    ) -> Result<(RunReport, CostReport, CostReport), MeasureError>
     where
         M: Compactable + Classifier,
         D: Dataset<ImageItem, DataError>,
@@ -168,6 +180,8 @@ impl RunReport {
             .batcher
             .images(&probe, &mut SplitMix64(0), eval.device)
             .images;
+        masked.check_input(probe.dims())?;
+        compact.check_input(probe.dims())?;
         let report = RunReport {
             dataset: String::new(),
             model: String::new(),

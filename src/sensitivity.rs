@@ -18,7 +18,7 @@ use texprune_zoo::{Classifier, Prunable, PrunableLayer};
 
 use crate::masking::MaskMapper;
 use crate::plots::{mean_std, textures};
-use crate::report::evaluate;
+use crate::report::{MeasureError, evaluate};
 
 /// One point of a layer's sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,7 +114,7 @@ pub fn analyze<M, D>(
     thresholds: &[f64],
     tolerance: f64,
     progress: impl Fn(&str) + Sync,
-) -> Result<SensitivityReport, DataError>
+) -> Result<SensitivityReport, MeasureError>
 where
     M: Prunable + Classifier + Sync,
     D: Dataset<ImageItem, DataError>,
@@ -129,7 +129,7 @@ where
         .collect();
     let layers = candidates
         .par_iter()
-        .map(|layer| -> Result<LayerSensitivity, DataError> {
+        .map(|layer| -> Result<LayerSensitivity, MeasureError> {
             let (mean, std) = textures
                 .iter()
                 .find(|t| t.name == layer.name)

@@ -449,11 +449,8 @@ mod errors {
     }
 }
 
-/// Real data: a short epoch on Fashion-MNIST, and the training recipe's crash recovery.
+/// Real data: a short epoch on Fashion-MNIST.
 mod recipe {
-    use std::path::PathBuf;
-    use std::process::Command;
-
     use texprune::data::{ImageBatcher, Normalization, Split, batch_rng, mnist};
     use texprune::{Classifier, Prunable};
 
@@ -528,97 +525,6 @@ mod recipe {
             })
             .sum();
         assert_eq!(zeros as u64, summary.total_stripes - summary.live_stripes);
-    }
-
-    /// The `train` example, built by `cargo test` next to this test's binary.
-    fn train_example() -> PathBuf {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap();
-        let path = profile_dir.join("examples").join("train");
-        assert!(path.exists(), "{} not built", path.display());
-        path
-    }
-
-    fn run_train(args: &[&str], out: &Path, data: &Path) -> std::process::ExitStatus {
-        Command::new(train_example())
-            .args(args)
-            .arg("--out")
-            .arg(out)
-            .arg("--data-dir")
-            .arg(data)
-            .output()
-            .unwrap()
-            .status
-    }
-
-    /// Killed mid-epoch, resumed from the last checkpoint, the recipe ends where an uninterrupted
-    /// run with the same seed ends: same compacted structure, same accuracy.
-    #[test]
-    fn the_recipe_resumes_after_a_crash_to_the_same_result() {
-        let root = std::env::temp_dir().join(format!("texprune-recipe-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        // The repository's Fashion-MNIST test split, under the training file names.
-        let data = root.join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
-        for kind in ["images-idx3", "labels-idx1"] {
-            for split in ["train", "t10k"] {
-                std::fs::copy(
-                    shipped.join(format!("t10k-{kind}-ubyte.gz")),
-                    data.join(format!("{split}-{kind}-ubyte.gz")),
-                )
-                .unwrap();
-            }
-        }
-        let args: Vec<&str> = "--dataset fashion-mnist --model small --epochs 3 --limit-train 640 \
-             --limit-test 200 --l1 0.1 --threshold 0.02 --lr 0.05 --seed 5"
-            .split_whitespace()
-            .collect();
-        let (a, b) = (root.join("a"), root.join("b"));
-        assert!(run_train(&args, &a, &data).success());
-        // 10 steps per epoch, a checkpoint every 4 steps: abort at step 15, in the second epoch;
-        // the resumed run starts at step 12, batch 3 of that epoch.
-        let crash = ["--crash-at-step", "15", "--checkpoint-every", "4"];
-        let crashed = run_train(&[&args[..], &crash].concat(), &b, &data);
-        assert!(!crashed.success());
-        assert!(b.join("last.ckpt").exists() && !b.join("report.json").exists());
-        let resume = ["--resume", "--checkpoint-every", "4"];
-        assert!(run_train(&[&args[..], &resume].concat(), &b, &data).success());
-        let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
-        let structure: Vec<(String, Vec<bool>)> =
-            serde_json::from_str(&read(&a, "structure.json")).unwrap();
-        let live: usize = structure
-            .iter()
-            .map(|(_, m)| m.iter().filter(|b| **b).count())
-            .sum();
-        let total: usize = structure.iter().map(|(_, m)| m.len()).sum();
-        assert!(0 < live && live < total, "{live} of {total} stripes live");
-        assert_eq!(read(&a, "structure.json"), read(&b, "structure.json"));
-        let report = |dir: &Path| -> serde_json::Value {
-            serde_json::from_str(&read(dir, "report.json")).unwrap()
-        };
-        for key in [
-            "accuracy_masked",
-            "accuracy_compact",
-            "params_compact",
-            "flops_compact",
-        ] {
-            assert_eq!(report(&a)[key], report(&b)[key], "{key}");
-        }
-        // The trained models themselves are the same, bit for bit.
-        let device = Device::default();
-        let load = |dir: &Path| {
-            VggConfig::small()
-                .init(&device)
-                .unwrap()
-                .load_file(dir.join("masked.bpk"))
-        };
-        let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Default, &device);
-        assert_eq!(
-            load(&a).forward(x.clone()).into_data(),
-            load(&b).forward(x).into_data()
-        );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }
 

@@ -79,7 +79,8 @@ impl Cdp {
 
     /// Evaluates the penalty over `layers` without changing the history (METHOD §3).
     ///
-    /// Returns `None` when every coefficient is 0 (nothing to add to the loss).
+    /// Returns `None` when no term is active (nothing to add to the loss): every coefficient is
+    /// 0, or only `l1` is set under [`Formula::Reference`], which drops the L1 term.
     pub fn evaluate(&self, layers: &[LayerParams]) -> Option<Penalty> {
         let c = &self.config;
         let reference = c.formula == Formula::Reference;

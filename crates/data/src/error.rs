@@ -67,6 +67,12 @@ pub enum DataError {
         /// The folder or file.
         path: PathBuf,
     },
+    /// A size that must be positive is zero.
+    #[error("{what} must be ≥ 1, got 0")]
+    Zero {
+        /// Which size.
+        what: &'static str,
+    },
     /// An index past the end of a dataset.
     #[error("index {index} out of range for a dataset of {len} items")]
     Index {

@@ -41,6 +41,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 impl ImageFolder {
     /// Lists the images under `root` (nothing is decoded yet).
     pub fn new(root: &Path, resize: u32, crop: u32) -> Result<Self, DataError> {
+        if resize == 0 || crop == 0 {
+            return Err(DataError::Zero {
+                what: "the image resize and crop sizes",
+            });
+        }
         let mut classes = Vec::new();
         let mut items = Vec::new();
         for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
@@ -69,20 +74,28 @@ impl ImageFolder {
 }
 
 /// Decodes `path` to RGB, resizes its shorter side to `resize` and centre-crops `crop × crop`.
+///
+/// The crop is cut from the decoded image first (the region that maps onto `crop × crop` after
+/// the resize) and only that region is resized, so memory stays within the decoder's limits
+/// (`image`'s default: 512 MiB) plus the crop, whatever the image's aspect ratio.
 pub fn load_image(path: &Path, resize: u32, crop: u32) -> Result<Vec<u8>, DataError> {
+    if resize == 0 || crop == 0 {
+        return Err(DataError::Zero {
+            what: "the image resize and crop sizes",
+        });
+    }
     let decoded = image::open(path).map_err(|e| DataError::Image {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     let (w, h) = (decoded.width(), decoded.height());
-    let scale = resize as f64 / w.min(h).max(1) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(crop),
-        ((h as f64 * scale).round() as u32).max(crop),
-    );
+    // Source pixels per output pixel; the crop covers `crop · step` source pixels per side.
+    let step = w.min(h).max(1) as f64 / resize.max(crop) as f64;
+    let side = |n: u32| ((crop as f64 * step).round() as u32).clamp(1, n.max(1));
+    let (cw, ch) = (side(w), side(h));
     let rgb = decoded
-        .resize_exact(nw, nh, FilterType::Triangle)
-        .crop_imm((nw - crop) / 2, (nh - crop) / 2, crop, crop)
+        .crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch)
+        .resize_exact(crop, crop, FilterType::Triangle)
         .to_rgb8();
     let plane = (crop * crop) as usize;
     let mut chw = vec![0u8; 3 * plane];

@@ -3,7 +3,7 @@
 //! Header: two zero bytes, a type byte (`0x08` = unsigned byte), the number of dimensions `d`,
 //! then `d` big-endian `u32` sizes; then the data, row-major.
 
-use std::io::Read;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::cifar::Split;
@@ -19,50 +19,98 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+/// The largest IDX payload read, 4 GiB: a header that declares more is rejected before anything
+/// is allocated (MNIST's training images are 47 MB).
+pub const MAX_IDX_BYTES: usize = 1 << 32;
+
 /// Reads an IDX file of unsigned bytes (gzip-compressed when it starts with `1f 8b`).
+///
+/// Memory is bounded by what the header declares (at most [`MAX_IDX_BYTES`]), whatever the file
+/// holds: a compressed file that inflates past its header's size is an error, not an allocation.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    let raw = std::fs::read(path).map_err(io(path))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io(path))?;
-        out
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut signature = [0u8; 2];
+    let gz = file.read(&mut signature).map_err(io(path))? == 2 && signature == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
     } else {
-        raw
+        Box::new(BufReader::new(file))
     };
-    let magic = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+    let size = |expected: String, found: usize| DataError::Size {
+        path: path.to_path_buf(),
+        expected,
+        found,
+    };
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut reader, &mut magic).map_err(io(path))?;
+    if got < 4 || magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 {
         return Err(DataError::BadMagic {
             path: path.to_path_buf(),
-            found: if bytes.len() >= 4 { magic(&bytes) } else { 0 },
+            found: if got == 4 {
+                u32::from_be_bytes(magic)
+            } else {
+                0
+            },
             expected: "00 00 08 d: an IDX file of unsigned bytes in d dimensions",
         });
     }
-    let d = usize::from(bytes[3]);
-    let header = 4 + 4 * d;
-    if bytes.len() < header {
-        return Err(DataError::Size {
-            path: path.to_path_buf(),
-            expected: format!("at least {header} (the header of {d} dimensions)"),
-            found: bytes.len(),
-        });
+    let d = usize::from(magic[3]);
+    let mut sizes = vec![0u8; 4 * d];
+    let got = read_up_to(&mut reader, &mut sizes).map_err(io(path))?;
+    if got < sizes.len() {
+        return Err(size(
+            format!("at least {} (the header of {d} dimensions)", 4 + 4 * d),
+            4 + got,
+        ));
     }
-    let dims: Vec<usize> = (0..d)
-        .map(|i| magic(&bytes[4 + 4 * i..]) as usize)
+    let dims: Vec<usize> = sizes
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
-        return Err(DataError::Size {
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| DataError::Mismatch {
             path: path.to_path_buf(),
-            expected: format!("{} (header + {dims:?} values)", header + n),
-            found: bytes.len(),
+            what: format!("the header declares {dims:?} values, more than {MAX_IDX_BYTES}"),
+        })?;
+    // Read one byte more than declared, to tell an exact file from a longer one.
+    let mut data = Vec::new();
+    reader
+        .take(n as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(io(path))?;
+    let header = 4 + 4 * d;
+    if data.len() < n {
+        return Err(size(
+            format!("{} (header + {dims:?} values)", header + n),
+            header + data.len(),
+        ));
+    }
+    if data.len() > n {
+        return Err(DataError::Mismatch {
+            path: path.to_path_buf(),
+            what: format!(
+                "longer than the {} bytes its header declares ({dims:?} values)",
+                header + n
+            ),
         });
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(IdxArray { dims, data })
+}
+
+/// Fills `buf` as far as the reader goes; the number of bytes read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            k => filled += k,
+        }
+    }
+    Ok(filled)
 }
 
 /// `name` or `name.gz` in `dir`, whichever exists (the plain name if neither).
@@ -93,6 +141,12 @@ pub fn mnist(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
             what: format!("images must have 3 dimensions, found {:?}", images.dims),
         });
     };
+    if h == 0 || w == 0 {
+        return Err(DataError::Mismatch {
+            path: images_path,
+            what: format!("images of {h}×{w} pixels"),
+        });
+    }
     if labels.dims != [n] {
         return Err(DataError::Mismatch {
             path: labels_path,

@@ -19,6 +19,14 @@ pub enum ZooError {
         /// Shape given.
         found: Vec<usize>,
     },
+    /// Images that do not fit the model.
+    #[error("images of shape {found:?} do not fit the model: {reason}")]
+    Input {
+        /// The shape given, `[batch, C, H, W]`.
+        found: Vec<usize>,
+        /// What the model expects.
+        reason: String,
+    },
     /// A model configuration is inconsistent.
     #[error("invalid model configuration: {0}")]
     Config(String),
