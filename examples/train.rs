@@ -38,6 +38,7 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{ModuleOptimizer, SgdConfig};
 use texprune::burn::tensor::Device;
 use texprune::checkpoint;
+use texprune::cli::Backend;
 use texprune::data::{
     Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
     Normalization, Split, batch_rng, cifar10, cifar100, epoch_order, mnist,
@@ -84,19 +85,6 @@ enum ModelKind {
 enum FormulaKind {
     Corrected,
     Reference,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Backend {
-    /// Burn's flex CPU backend.
-    Flex,
-    /// Burn's ndarray CPU backend (feature `ndarray`).
-    Ndarray,
-    /// wgpu (feature `wgpu`).
-    Wgpu,
-    /// CUDA (feature `cuda`).
-    Cuda,
 }
 
 /// CDP + DTC training with checkpoints, then compaction.
@@ -179,8 +167,8 @@ struct Args {
     /// Continue from `<out>/last.ckpt`.
     #[arg(long)]
     resume: bool,
-    /// Backend.
-    #[arg(long, value_enum, default_value = "flex")]
+    /// Backend: cpu (= flex), ndarray, wgpu or cuda (the last three behind cargo features).
+    #[arg(long, default_value = "cpu")]
     backend: Backend,
 }
 
@@ -232,24 +220,6 @@ struct Progress {
 }
 
 type Items = Box<dyn Dataset<ImageItem, DataError>>;
-
-fn device(backend: Backend) -> Result<Device, String> {
-    match backend {
-        Backend::Flex => Ok(Device::default()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        Backend::Ndarray => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        Backend::Wgpu => Ok(Device::wgpu(Default::default())),
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => Ok(Device::cuda(0usize)),
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "backend {other:?} is not compiled in: build with `--features {}`",
-            format!("{other:?}").to_lowercase()
-        )),
-    }
-}
 
 fn limit(set: ImageSet, n: Option<usize>) -> ImageSet {
     match n {
@@ -364,7 +334,7 @@ fn main() -> ExitCode {
 }
 
 fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let device = device(args.backend)?;
+    let device = args.backend.device()?;
     // A bad configuration fails here, before any data is read or any file is written.
     Pruner::new(pruner_config(&args))?;
     let data = datasets(&args)?;

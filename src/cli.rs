@@ -1,7 +1,96 @@
 //! How the command-line programs end: success, or one line of error and a failure status.
 
 use std::error::Error;
+use std::fmt;
 use std::process::ExitCode;
+use std::str::FromStr;
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// A backend to run on, as the examples' `--backend` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The default CPU backend, Burn's `flex` (`cpu` or `flex`).
+    Flex,
+    /// Burn's `ndarray` CPU backend (cargo feature `ndarray`).
+    Ndarray,
+    /// A GPU through wgpu (Vulkan, Metal, DirectX; cargo feature `wgpu`).
+    Wgpu,
+    /// An NVIDIA GPU through CUDA (cargo feature `cuda`).
+    Cuda,
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" | "flex" => Ok(Self::Flex),
+            "ndarray" => Ok(Self::Ndarray),
+            "wgpu" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda),
+            other => Err(format!(
+                "unknown backend `{other}`: cpu (= flex), ndarray, wgpu or cuda"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+impl Backend {
+    /// The backend's first device, checked by running one small operation on it. Fails when the
+    /// backend was not compiled in (naming the cargo feature) or has no usable device.
+    pub fn device(self) -> Result<Device, String> {
+        let device = match self {
+            #[cfg(feature = "flex")]
+            Self::Flex => Device::default(),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Self::Ndarray => Device::ndarray(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(Default::default()),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Device::cuda(0usize),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(format!(
+                    "backend {other} is not compiled in: build with `--features {other}`"
+                ));
+            }
+        };
+        // Backends that find no device panic on first use: turn that into an error.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let probe = std::panic::catch_unwind(|| Tensor::<1>::ones([1], &device).into_data());
+        std::panic::set_hook(hook);
+        match probe {
+            Ok(_) => Ok(device),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no detail");
+                Err(format!(
+                    "backend {self}: no usable device ({})",
+                    why.lines().next().unwrap_or("")
+                ))
+            }
+        }
+    }
+}
 
 /// `error` and its sources as one line: `message: source: source…`, each source appended only
 /// when the message does not already contain it, line breaks folded into spaces.
@@ -42,6 +131,21 @@ pub fn exit(result: Result<(), Box<dyn Error>>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_parse_and_the_default_one_runs() {
+        assert_eq!("cpu".parse::<Backend>(), Ok(Backend::Flex));
+        assert_eq!("cuda".parse::<Backend>(), Ok(Backend::Cuda));
+        assert!("tpu".parse::<Backend>().unwrap_err().contains("wgpu"));
+        assert!(Backend::Flex.device().is_ok());
+        #[cfg(not(feature = "wgpu"))]
+        assert!(
+            Backend::Wgpu
+                .device()
+                .unwrap_err()
+                .contains("--features wgpu")
+        );
+    }
 
     #[test]
     fn sources_are_appended_once_and_lines_folded() {

@@ -61,6 +61,7 @@ mod pruner;
 pub mod checkpoint;
 pub mod cli;
 pub mod history;
+pub mod perf;
 pub mod plots;
 pub mod report;
 pub mod sensitivity;

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
 
 use burn::data::dataset::Dataset;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -70,16 +69,9 @@ pub fn accuracy<M: Classifier>(
 
 /// Median wall time of `runs` forward passes of `images` (after one warm-up), in milliseconds.
 pub fn latency_ms<M: Classifier>(model: &M, images: &Tensor<4>, runs: usize) -> f64 {
-    let _ = model.logits(images.clone()).into_data();
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            let _ = model.logits(images.clone()).into_data();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    crate::perf::median_ms(runs, || {
+        let _ = model.logits(images.clone()).into_data();
+    })
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,

@@ -226,12 +226,17 @@ fn runs_on_host(input: &Tensor<4>) -> bool {
     input.dtype() == burn::tensor::DType::F32 && !device.is_autodiff() && is_cpu(&device)
 }
 
-#[cfg(feature = "flex")]
+/// Whether `device` is one of Burn's CPU backends compiled in (`flex`, `ndarray`).
 fn is_cpu(device: &Device) -> bool {
-    *device == Device::flex()
-}
-
-#[cfg(not(feature = "flex"))]
-fn is_cpu(_device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    if *device == Device::flex() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if *device == Device::ndarray() {
+        return true;
+    }
+    let _ = device;
     false
 }

@@ -321,13 +321,26 @@ fn host_kernel_equals_tensor_ops() {
                 super::conv_norm::compact_conv_norm("c", &conv, &norm, &all, false, false)
                     .unwrap()
                     .conv;
-            let x = input([3, 5, size, size], &mut rng, &device);
+            let x = input([5, 5, size, size], &mut rng, &device);
             let dense = conv.forward(x.clone());
-            let host = compact.forward(x.clone());
+            // The host kernel groups images per GEMM by thread count: one thread puts all five
+            // images in one group, three threads make groups of 2, 2 and 1.
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| compact.forward(x.clone()))
+            };
+            let (host_1, host_3) = (on(1), on(3));
             let ops = compact.forward_tensor_ops(x);
-            assert_eq!(host.dims(), dense.dims());
+            assert_eq!(host_1.dims(), dense.dims());
             let scale: f32 = dense.clone().abs().max().into_scalar();
-            for (what, y) in [("host", host), ("tensor ops", ops)] {
+            for (what, y) in [
+                ("host, 1 thread", host_1),
+                ("host, 3 threads", host_3),
+                ("tensor ops", ops),
+            ] {
                 let err: f32 = (y - dense.clone()).abs().max().into_scalar();
                 assert!(err <= 1e-5 * scale.max(1.0), "k{k} s{stride} {what}: {err}");
             }
