@@ -20,13 +20,7 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .collect_prunable()
         .into_vec();
-    let every_term = CdpConfig::new()
-        .with_weight_texture(1e-4)
-        .with_skeleton_texture(1e-4)
-        .with_l1(1e-4)
-        .with_l2(1e-4)
-        .with_group(1e-4)
-        .with_adaptive(1e-4);
+    let every_term = CdpConfig::every_term(1e-4);
     let mut cdp = Cdp::new(every_term).unwrap();
     let mut group = c.benchmark_group("resnet56_layers");
     for n in [1, 10, layers.len()] {

@@ -46,13 +46,7 @@ fn bench(c: &mut Criterion) {
 
     let mut model: Option<ResNet> = Some(ResNetConfig::cifar(56).init(&device).unwrap());
     let mut optim = sgd();
-    let every_term = CdpConfig::new()
-        .with_weight_texture(1e-4)
-        .with_skeleton_texture(1e-4)
-        .with_l1(1e-4)
-        .with_l2(1e-4)
-        .with_group(1e-4)
-        .with_adaptive(1e-4);
+    let every_term = CdpConfig::every_term(1e-4);
     let config = PrunerConfig::new(every_term, DtcConfig::new().with_threshold(0.01));
     let mut pruner = Pruner::new(config).unwrap();
     group.bench_function("pruner", |b| {

@@ -103,13 +103,7 @@ fn training_steps(device: &Device, steps: usize) -> Result<(f64, f64), Box<dyn s
     let init = || ResNetConfig::cifar(56).init(&device);
     let (mut plain, mut pruned): (ResNet, ResNet) = (init()?, init()?);
     let (mut optim_plain, mut optim_pruned) = (sgd(), sgd());
-    let every_term = CdpConfig::new()
-        .with_weight_texture(1e-4)
-        .with_skeleton_texture(1e-4)
-        .with_l1(1e-4)
-        .with_l2(1e-4)
-        .with_group(1e-4)
-        .with_adaptive(1e-4);
+    let every_term = CdpConfig::every_term(1e-4);
     let mut pruner = Pruner::new(PrunerConfig::new(
         every_term,
         DtcConfig::new().with_threshold(0.01),

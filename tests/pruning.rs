@@ -272,13 +272,7 @@ mod adaptive_history {
         .with_input_size([8, 8])
         .init(&device)
         .unwrap();
-        let all = CdpConfig::new()
-            .with_weight_texture(1e-4)
-            .with_skeleton_texture(1e-4)
-            .with_l1(1e-4)
-            .with_l2(1e-4)
-            .with_group(1e-4)
-            .with_adaptive(1e-4);
+        let all = CdpConfig::every_term(1e-4);
         let pruner = Pruner::new(PrunerConfig::new(all, DtcConfig::new())).unwrap();
         let penalty = pruner.penalty(&model).unwrap().unwrap();
         let grads = GradientsParams::from_grads(penalty.backward(), &model);

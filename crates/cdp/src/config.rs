@@ -68,6 +68,17 @@ pub enum CdpError {
 }
 
 impl CdpConfig {
+    /// Every one of the six terms at the same `coefficient` (the other fields at their defaults).
+    pub fn every_term(coefficient: f64) -> Self {
+        Self::new()
+            .with_weight_texture(coefficient)
+            .with_skeleton_texture(coefficient)
+            .with_l1(coefficient)
+            .with_l2(coefficient)
+            .with_group(coefficient)
+            .with_adaptive(coefficient)
+    }
+
     /// The coefficients with their names, in the order of the table in the crate doc.
     pub fn coefficients(&self) -> [(&'static str, f64); 6] {
         [
