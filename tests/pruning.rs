@@ -44,28 +44,6 @@ mod conformance {
     use texprune::conformance::check_file;
 
     #[test]
-    fn reference_vectors_pass() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference");
-        let device = Device::default();
-        for (file, at_least) in [
-            ("penalty.json", 400),
-            ("dtc.json", 400),
-            ("prune_vgg_small.json", 38),
-            ("prune_resnet56_small.json", 204),
-            ("prune_resnet56_full_structure.json", 166),
-        ] {
-            let report = check_file(&dir.join(file), &device).unwrap();
-            assert!(report.failures.is_empty(), "{file}: {:#?}", report.failures);
-            // Every loss, intermediate, gradient, threshold and mask of the file is a check.
-            assert!(
-                report.passed >= at_least,
-                "{file}: only {} checks",
-                report.passed
-            );
-        }
-    }
-
-    #[test]
     fn a_perturbed_reference_value_fails() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference");
         let text = std::fs::read_to_string(dir.join("dtc.json")).unwrap();
@@ -305,63 +283,6 @@ mod training {
             .to_device(device);
         let labels: Vec<i64> = (0..16).map(|i| ((i * 7 + step) % 4) as i64).collect();
         (x, Tensor::from_data(TensorData::new(labels, [16]), device))
-    }
-
-    #[test]
-    fn fit_with_sgd_drives_stripes_to_zero_and_keeps_them_there() {
-        let device = Device::default().autodiff();
-        let mut model = small_vgg(&device);
-        let mut optim = SgdConfig::new()
-            .with_momentum(Some(
-                MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-            ))
-            .init();
-        let mut pruner = Pruner::new(PrunerConfig::new(
-            CdpConfig::new()
-                .with_l1(0.2)
-                .with_adaptive(1e-2)
-                .with_skeleton_texture(1e-3),
-            DtcConfig::new().with_threshold(0.5),
-        ))
-        .unwrap();
-        let ce = CrossEntropyLossConfig::new().init(&device);
-        let mut live = Vec::new();
-        let mut pruned_before: Vec<Vec<bool>> = Vec::new();
-        for step in 0..40 {
-            let (x, y) = batch(&device, step);
-            let loss = ce.forward(model.forward(x), y);
-            let fit = pruner.fit(&model, loss).unwrap();
-            model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
-            live.push(fit.summary.live_stripes);
-            // Pruned entries are exactly 0, and once pruned stay pruned.
-            let now: Vec<Vec<bool>> = pruner
-                .layers(&model)
-                .unwrap()
-                .iter()
-                .map(|l| {
-                    values(l.skeleton.clone())
-                        .iter()
-                        .map(|v| *v == 0.0)
-                        .collect()
-                })
-                .collect();
-            for (before, after) in pruned_before.iter().zip(&now) {
-                for (b, a) in before.iter().zip(after) {
-                    assert!(!b || *a, "a pruned entry came back at step {step}");
-                }
-            }
-            pruned_before = now;
-        }
-        let total = 8 * 9 + 16 * 9;
-        assert!(
-            *live.last().unwrap() < total,
-            "nothing was pruned: {live:?}"
-        );
-        assert!(
-            live.windows(2).all(|w| w[1] <= w[0]),
-            "live stripes must not grow: {live:?}"
-        );
-        assert_eq!(pruner.step(), 40);
     }
 
     #[test]
