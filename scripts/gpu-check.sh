@@ -4,7 +4,8 @@
 #   scripts/gpu-check.sh build [DIR]   on a machine with the toolchain (and crates.io): builds
 #                                      stripped binaries for each GPU backend into DIR
 #                                      (default target/gpu-check): the backend-generic test suite
-#                                      and the perf example, plus the reference vectors.
+#                                      and the perf example, plus the reference vectors and this
+#                                      script, packed into DIR.tar.xz (~10 MB per binary).
 #   scripts/gpu-check.sh run [DIR]     on the GPU machine: runs, per backend found in DIR, the
 #                                      suite, a 200-step ResNet-56 training run (batch 64,
 #                                      CIFAR-shaped, plain and with the pruner, timed) and the
@@ -22,6 +23,7 @@ backends="${GPU_CHECK_BACKENDS:-wgpu cuda}"
 build() {
     cd "$(dirname "$0")/.."
     mkdir -p "$dir"
+    rm -rf "$dir/reference"
     cp -r tests/data/reference "$dir/reference"
     for backend in $backends; do
         echo "== building $backend"
@@ -41,7 +43,11 @@ build() {
             --example perf 2>>"$out/build.log" && cp target/release/examples/perf "$out/perf"
         ls -la "$out"
     done
-    du -sh "$dir"
+    cp scripts/gpu-check.sh "$dir/"
+    # One archive to carry to the GPU machine (the binaries compress ~6×).
+    tar -C "$(dirname "$dir")" -cJf "$dir.tar.xz" "$(basename "$dir")"
+    ls -la "$dir.tar.xz"
+    echo "on the GPU machine: tar -xJf $(basename "$dir").tar.xz && $(basename "$dir")/gpu-check.sh run $(basename "$dir")"
 }
 
 run() {
@@ -62,7 +68,7 @@ run() {
         fi
         echo "== $backend: suite"
         local status=pass
-        TEXPRUNE_REFERENCE="$dir/reference" timeout 240 "$out/backends" --test-threads 1 >"$out/suite.log" 2>&1 || status=FAIL
+        TEXPRUNE_REFERENCE="$dir/reference" timeout 240 "$out/backends" --test-threads 1 >"$out/suite.log" 2>"$out/suite.err" || status=FAIL
         echo "- $backend suite: $status ($(grep -E '^test result' "$out/suite.log" | tail -1))" >>"$report"
         grep -E '^test .* (ok|FAILED)$' "$out/suite.log" | sed 's/^/  - /' >>"$report"
         if [ -x "$out/perf" ]; then

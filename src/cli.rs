@@ -55,7 +55,7 @@ impl Backend {
     pub fn device(self) -> Result<Device, String> {
         let device = match self {
             #[cfg(feature = "flex")]
-            Self::Flex => Device::default(),
+            Self::Flex => Device::flex(),
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             Self::Ndarray => Device::ndarray(),

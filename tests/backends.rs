@@ -15,7 +15,7 @@
 //! - every penalty term's gradient matches float32 central differences (step 1e-2) within
 //!   `2e-2 · (1 + |g|)`, 12 entries per tensor;
 //! - a short `Pruner::fit` loop prunes stripes, keeps pruned entries exactly 0 and never lets
-//!   the live count grow.
+//!   the live count grow; the pruner's state round-trips through JSON.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,7 @@ use texprune::data::SplitMix64;
 use texprune::perf::{random_stripe_masks, synthetic_batch};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune::{CdpConfig, Classifier, Compactable, DtcConfig, Pruner, PrunerConfig};
+use texprune::{CdpConfig, Classifier, Compactable, DtcConfig, PruneError, Pruner, PrunerConfig};
 
 fn read<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().iter::<f64>().collect()
@@ -263,6 +263,32 @@ fn fit_prunes_and_keeps_pruned(device: &Device) {
     assert_eq!(pruner.step(), 40);
 }
 
+/// The pruner's state survives JSON and is refused for another model's layers.
+fn pruner_state_round_trips(device: &Device) {
+    let device = device.clone().autodiff();
+    let model = small_vgg(&device);
+    let mut pruner = Pruner::new(PrunerConfig::new(
+        CdpConfig::new().with_adaptive(1e-2),
+        DtcConfig::new().with_threshold(0.5),
+    ))
+    .unwrap();
+    let (x, y) = batch(&device, 0);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(model.forward(x), y);
+    pruner.fit(&model, loss).unwrap();
+    let state = pruner.state(&model).unwrap();
+    let json = serde_json::to_string(&state).unwrap();
+    let restored = Pruner::from_state(&serde_json::from_str(&json).unwrap(), &model).unwrap();
+    assert_eq!(restored.state(&model).unwrap(), state);
+    let mut other = state.clone();
+    other.layers[0] = "elsewhere".into();
+    assert!(matches!(
+        Pruner::from_state(&other, &model),
+        Err(PruneError::StateMismatch(_))
+    ));
+}
+
 /// The suite's tests for one backend.
 macro_rules! backend {
     ($name:ident, $device:expr, [$($check:ident),*]) => {
@@ -283,12 +309,14 @@ macro_rules! backend {
 #[cfg(feature = "flex")]
 backend!(
     flex,
-    texprune::burn::tensor::Device::default(),
+    // Not `Device::default()`: with a GPU feature on, the default device is the GPU's.
+    texprune::burn::tensor::Device::flex(),
     [
         conformance,
         compaction_is_exact,
         penalty_gradients_match_finite_differences,
-        fit_prunes_and_keeps_pruned
+        fit_prunes_and_keeps_pruned,
+        pruner_state_round_trips
     ]
 );
 
@@ -302,7 +330,8 @@ backend!(
     [
         compaction_is_exact,
         penalty_gradients_match_finite_differences,
-        fit_prunes_and_keeps_pruned
+        fit_prunes_and_keeps_pruned,
+        pruner_state_round_trips
     ]
 );
 
@@ -316,6 +345,7 @@ backend!(
         conformance,
         compaction_is_exact,
         penalty_gradients_match_finite_differences,
-        fit_prunes_and_keeps_pruned
+        fit_prunes_and_keeps_pruned,
+        pruner_state_round_trips
     ]
 );
