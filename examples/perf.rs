@@ -24,7 +24,7 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use texprune::burn::tensor::{Device, Int, Tensor};
 use texprune::cli::Backend;
-use texprune::perf::{median_ms, random_stripe_masks, synthetic_batch};
+use texprune::perf::{median, median_ms, random_stripe_masks, synthetic_batch};
 use texprune::report::write_atomic;
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::VggConfig;
@@ -132,10 +132,6 @@ fn training_steps(device: &Device, steps: usize) -> Result<(f64, f64), Box<dyn s
             fit.summary
         );
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok((median(t_plain), median(t_pruner)))
 }
 

@@ -58,15 +58,21 @@ pub fn synthetic_batch(
 /// wait for its result (read it back) so that the time covers the work.
 pub fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    median(
+        (0..runs.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+/// The median of `values` (the upper one of an even count; NaN for none).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -112,7 +118,9 @@ mod tests {
     }
 
     #[test]
-    fn median_of_runs() {
+    fn median_of_values_and_runs() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert!(median(Vec::new()).is_nan());
         let mut calls = 0;
         let ms = median_ms(4, || calls += 1);
         assert_eq!(calls, 5);
