@@ -34,22 +34,27 @@ impl WeightTexture {
     /// Computes the statistics of `weight [Cout, Cin, kh, kw]`.
     pub fn new(weight: Tensor<4>) -> Self {
         let [cout, cin, kh, kw] = weight.dims();
-        let channel_mean = weight
+        let k = kh * kw;
+        // `R [Cout, Cin]`: each filter's sum over positions. The channel means and the dots
+        // need only R (`<W_f, M> = Σ_c R_fc · m_c`), so the full weight is read twice (R and
+        // the norms) instead of being broadcast against M.
+        let rows = weight.reshape([cout, cin, k]);
+        let position_sums = rows.clone().sum_dim(2).reshape([cout, cin]);
+        let channel_mean = position_sums
             .clone()
-            .sum_dims(&[0, 2, 3])
-            .mul_scalar(1.0 / (cout * kh * kw) as f64); // [1, Cin, 1, 1]
-        let dot = (weight.clone() * channel_mean.clone())
-            .sum_dims(&[1, 2, 3])
+            .sum_dim(0)
+            .mul_scalar(1.0 / (cout * k) as f64); // [1, Cin]
+        let dot = position_sums
+            .matmul(channel_mean.clone().transpose())
             .reshape([cout]);
-        let filter_norm = safe_sqrt(weight.square().sum_dims(&[1, 2, 3]).reshape([cout]));
-        let channel_mean = channel_mean.reshape([cin]);
-        let mean_filter_norm = safe_sqrt(
-            channel_mean
-                .clone()
+        let filter_norm = safe_sqrt(
+            rows.reshape([cout, cin * k])
                 .square()
-                .sum()
-                .mul_scalar((kh * kw) as f64),
+                .sum_dim(1)
+                .reshape([cout]),
         );
+        let channel_mean = channel_mean.reshape([cin]);
+        let mean_filter_norm = safe_sqrt(channel_mean.clone().square().sum().mul_scalar(k as f64));
         let cos = dot.clone()
             / (filter_norm.clone() * mean_filter_norm.clone()).add_scalar(WEIGHT_COS_EPS);
         let similarity = angular_similarity(cos.clone());
