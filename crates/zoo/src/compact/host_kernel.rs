@@ -255,3 +255,27 @@ fn strided_positions(
         row += n;
     }
 }
+
+/// 2×2 max pool with stride 2 (the output floors odd sizes) of `x [planes, H, W]`, planes in
+/// parallel: `y[p, i, j] = max(x[p, 2i..2i+2, 2j..2j+2])`.
+pub(crate) fn max_pool_2x2(x: &[f32], [planes, h, w]: [usize; 3]) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut out = vec![0.0f32; planes * ho * wo];
+    if ho == 0 || wo == 0 {
+        return out;
+    }
+    out.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(out, x)| {
+            for (i, row) in out.chunks_exact_mut(wo).enumerate() {
+                let (top, bottom) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
+                for (j, y) in row.iter_mut().enumerate() {
+                    *y = top[2 * j]
+                        .max(top[2 * j + 1])
+                        .max(bottom[2 * j])
+                        .max(bottom[2 * j + 1]);
+                }
+            }
+        });
+    out
+}

@@ -221,7 +221,7 @@ impl StripeConv2d {
 
 /// Whether `input` is an f32 tensor of a CPU backend without autodiff, where
 /// [`host_kernel`] is faster than backend tensor ops.
-fn runs_on_host(input: &Tensor<4>) -> bool {
+pub(crate) fn runs_on_host(input: &Tensor<4>) -> bool {
     let device = input.device();
     input.dtype() == burn::tensor::DType::F32 && !device.is_autodiff() && is_cpu(&device)
 }
