@@ -355,9 +355,9 @@ fn host_max_pool_equals_burns() {
     for size in [8, 7, 3, 1] {
         let x = input([2, 3, size, size], &mut rng, &device);
         let burn = crate::vgg::vgg_pool().forward(x.clone());
-        let data: Vec<f32> = x.into_data().to_vec().unwrap();
+        let data: Vec<f32> = x.into_data().iter::<f32>().collect();
         let host = super::host_kernel::max_pool_2x2(&data, [6, size, size]);
-        let expected: Vec<f32> = burn.clone().into_data().to_vec().unwrap();
+        let expected: Vec<f32> = burn.clone().into_data().iter::<f32>().collect();
         assert_eq!(burn.dims(), [2, 3, size / 2, size / 2]);
         assert_eq!(host, expected, "size {size}");
     }
