@@ -50,6 +50,7 @@ use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{
     CdpConfig, Classifier, Compactable, DtcConfig, Formula, Prunable, Pruner, PrunerConfig,
+    Quantity, Schedule, Target,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -140,9 +141,23 @@ struct Args {
     /// DTC base threshold.
     #[arg(long, default_value_t = 0.01)]
     threshold: f64,
-    /// Epochs over which the threshold rises linearly from 0 (0: from the start).
+    /// Epochs over which the threshold rises linearly from 0 (0: from the start; ignored with
+    /// `--target`).
     #[arg(long, default_value_t = 0)]
     threshold_warmup: usize,
+    /// Prune to a budget: remove at least this fraction of `--quantity`; the DTC threshold is
+    /// then set by the controller (docs/budget.md).
+    #[arg(long)]
+    target: Option<f64>,
+    /// The quantity `--target` counts: flops, macs, params or stripes.
+    #[arg(long, default_value = "flops")]
+    quantity: Quantity,
+    /// With `--target`: fraction of training spent in warm-up (penalty on, nothing pruned).
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// With `--target`: fraction of training spent pruning; fine-tuning follows.
+    #[arg(long, default_value_t = 0.5)]
+    prune: f64,
     /// Seed of the initialisation, the data order and the augmentation.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -312,8 +327,9 @@ fn learning_rate(args: &Args, epoch: usize) -> f64 {
     args.lr * 0.1f64.powi(drops as i32)
 }
 
-fn pruner_config(args: &Args) -> PrunerConfig {
-    PrunerConfig::new(
+/// The pruner of the run, for `total_steps` of training on `input_size` images.
+fn pruner_config(args: &Args, total_steps: u64, input_size: [usize; 2]) -> PrunerConfig {
+    let config = PrunerConfig::new(
         CdpConfig::new()
             .with_weight_texture(args.weight_texture)
             .with_skeleton_texture(args.skeleton_texture)
@@ -326,7 +342,19 @@ fn pruner_config(args: &Args) -> PrunerConfig {
                 FormulaKind::Reference => Formula::Reference,
             }),
         DtcConfig::new().with_threshold(args.threshold),
-    )
+    );
+    match args.target {
+        Some(remove) => config
+            .with_target(Some(
+                Target::new(args.quantity, remove).with_input_size(input_size),
+            ))
+            .with_schedule(Some(Schedule::fractions(
+                total_steps,
+                args.warmup,
+                args.prune,
+            ))),
+        None => config,
+    }
 }
 
 fn main() -> ExitCode {
@@ -335,8 +363,9 @@ fn main() -> ExitCode {
 
 fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = args.backend.device()?;
-    // A bad configuration fails here, before any data is read or any file is written.
-    Pruner::new(pruner_config(&args))?;
+    // A bad configuration fails here, before any data is read or any file is written (the
+    // schedule's length and the input size are placeholders until the data is known).
+    Pruner::new(pruner_config(&args, 1, [32, 32]))?;
     let data = datasets(&args)?;
     let ([c, h, w], classes) = (data.shape, data.classes);
     println!(
@@ -422,7 +451,9 @@ where
             &args.out.join("texture-start.svg"),
             "texture at initialisation",
         )?;
-        let pruner = Pruner::new(pruner_config(args))?;
+        let total_steps = (args.epochs * data.train.len().div_ceil(args.batch)) as u64;
+        let [_, h, w] = data.shape;
+        let pruner = Pruner::new(pruner_config(args, total_steps, [h, w]))?;
         let progress = Progress {
             epochs_done: 0,
             batches_done: 0,
@@ -464,7 +495,7 @@ where
             .enumerate()
             .skip(skip)
         {
-            if args.threshold_warmup > 0 {
+            if args.threshold_warmup > 0 && args.target.is_none() {
                 let t = (epoch * steps_per_epoch + b) as f64
                     / (args.threshold_warmup * steps_per_epoch) as f64;
                 pruner.set_threshold(args.threshold * t.min(1.0))?;

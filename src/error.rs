@@ -49,6 +49,9 @@ pub enum PruneError {
         /// The penalty value.
         value: f64,
     },
+    /// The target or the schedule is invalid, or the model cannot count the target's quantity.
+    #[error("pruning budget: {0}")]
+    Budget(String),
     /// A saved pruner state does not fit this pruner or model.
     #[error("pruner state does not fit: {0}")]
     StateMismatch(String),

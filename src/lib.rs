@@ -58,6 +58,7 @@ mod error;
 mod masking;
 mod pruner;
 
+pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod history;
@@ -66,6 +67,7 @@ pub mod plots;
 pub mod report;
 pub mod sensitivity;
 
+pub use budget::{Phase, Quantity, Schedule, Target};
 pub use checkpoint::CheckpointError;
 pub use error::PruneError;
 pub use plots::PlotError;

@@ -7,10 +7,11 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
-use texprune_dtc::{DtcConfig, DtcState, ThresholdContainer};
+use texprune_dtc::{DtcConfig, DtcState, LayerMasks, ThresholdContainer};
 use texprune_zoo::{Compactable, Prunable, PrunableLayer};
 
 use crate::PruneError;
+use crate::budget::{ControlState, Phase, Quantity, Schedule, Target, boundary};
 use crate::masking::{MaskMapper, mask_gradient};
 
 /// Version of [`PrunerState`]'s layout.
@@ -26,6 +27,39 @@ pub struct PrunerConfig {
     /// Layers (by the names the model declares) left out of the penalty and the thresholds.
     #[config(default = "Vec::new()")]
     pub exempt: Vec<String>,
+    /// What to remove; the controller then sets δ (`dtc.threshold` is only its starting point).
+    /// Needs a `schedule`. None: the plain method, δ as configured.
+    pub target: Option<Target>,
+    /// Warm-up, pruning and fine-tuning phases. None: every step prunes, as in the paper.
+    pub schedule: Option<Schedule>,
+}
+
+impl PrunerConfig {
+    /// Pruning to `target` over `schedule` with the default coefficients for budgets
+    /// ([`CdpConfig::budget_default`]); the controller sets δ.
+    pub fn targeted(target: Target, schedule: Schedule) -> Self {
+        Self::new(CdpConfig::budget_default(), DtcConfig::new())
+            .with_target(Some(target))
+            .with_schedule(Some(schedule))
+    }
+
+    /// Checks the coefficients, the threshold, the target and the schedule.
+    pub fn validate(&self) -> Result<(), PruneError> {
+        self.cdp.validate()?;
+        self.dtc.validate()?;
+        if let Some(schedule) = &self.schedule {
+            schedule.validate()?;
+        }
+        if let Some(target) = &self.target {
+            target.validate()?;
+            if self.schedule.is_none() {
+                return Err(PruneError::Budget(
+                    "a target needs a schedule (warm-up, pruning and fine-tuning steps)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What [`Pruner::fit`] hands back for the optimizer step.
@@ -54,6 +88,12 @@ pub struct StepSummary {
     pub live_filters: u64,
     /// Filters of the thresholded layers.
     pub total_filters: u64,
+    /// The phase this step ran in.
+    pub phase: Phase,
+    /// The DTC base threshold δ in force.
+    pub threshold: f64,
+    /// With a target: the fraction of the target's quantity removed at the last control step.
+    pub removed: Option<f64>,
 }
 
 impl fmt::Display for StepSummary {
@@ -68,7 +108,16 @@ impl fmt::Display for StepSummary {
             self.total_stripes,
             self.live_filters,
             self.total_filters
-        )
+        )?;
+        if let Some(removed) = self.removed {
+            write!(
+                f,
+                " δ {:.3e} removed {:.1} %",
+                self.threshold,
+                100.0 * removed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +136,9 @@ pub struct PrunerState {
     pub cdp: CdpState,
     /// Stripe masks in force.
     pub dtc: DtcState,
+    /// The target controller's state.
+    #[serde(default)]
+    pub control: ControlState,
 }
 
 /// CDP penalty + DTC thresholds for a [`Prunable`] model (METHOD §3–4).
@@ -95,18 +147,34 @@ pub struct Pruner {
     config: PrunerConfig,
     cdp: Cdp,
     dtc: ThresholdContainer,
+    control: ControlState,
     step: u64,
 }
 
 impl Pruner {
     /// A pruner with empty state; fails on an invalid configuration.
     pub fn new(config: PrunerConfig) -> Result<Self, PruneError> {
+        config.validate()?;
         Ok(Self {
             cdp: Cdp::new(config.cdp.clone())?,
             dtc: ThresholdContainer::new(config.dtc.clone())?,
+            control: ControlState::default(),
             config,
             step: 0,
         })
+    }
+
+    /// The phase the next step runs in ([`Phase::Prune`] without a schedule).
+    pub fn phase(&self) -> Phase {
+        self.config
+            .schedule
+            .as_ref()
+            .map_or(Phase::Prune, |s| s.phase(self.step))
+    }
+
+    /// The target controller's state.
+    pub fn control(&self) -> &ControlState {
+        &self.control
     }
 
     /// The configuration.
@@ -204,7 +272,11 @@ impl Pruner {
             return Err(PruneError::NotAutodiff);
         }
         let layers = self.layers(model)?;
-        let penalty = self.cdp.evaluate(&Self::layer_params(&layers));
+        let phase = self.phase();
+        let penalty = match phase {
+            Phase::FineTune => None,
+            Phase::Warmup | Phase::Prune => self.cdp.evaluate(&Self::layer_params(&layers)),
+        };
         let total = match &penalty {
             Some(p) => loss.clone() + p.total.clone(),
             None => loss.clone(),
@@ -212,12 +284,21 @@ impl Pruner {
         let mut grads = GradientsParams::from_grads(total.backward(), model);
         // Tensors are shared handles: keeping the masks in force costs nothing, and restores
         // them if this step fails.
-        let masks_before = self.dtc.clone();
-        self.threshold_layers(&layers, &mut grads);
+        let before = (self.dtc.clone(), self.control.clone());
+        if phase == Phase::Prune {
+            if let Err(error) = self.control_threshold(model, &layers) {
+                (self.dtc, self.control) = before;
+                return Err(error);
+            }
+            self.threshold_layers(&layers, &mut grads);
+        } else {
+            self.mask_layers(&layers, &mut grads);
+        }
 
         let step = self.step + 1;
         let mut summary = self.summary(&layers, loss, penalty.as_ref().map(|p| p.total.clone()));
         summary.step = step;
+        summary.phase = phase;
         let failure = if !summary.loss.is_finite() {
             Some(PruneError::NonFiniteLoss {
                 step,
@@ -232,7 +313,7 @@ impl Pruner {
             None
         };
         if let Some(error) = failure {
-            self.dtc = masks_before;
+            (self.dtc, self.control) = before;
             return Err(error);
         }
         if let Some(p) = penalty {
@@ -257,7 +338,17 @@ impl Pruner {
 
     fn threshold_layers(&mut self, layers: &[PrunableLayer], grads: &mut GradientsParams) {
         for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
-            let masks = self.dtc.update(index, layer.skeleton.clone());
+            self.dtc.update(index, layer.skeleton.clone());
+        }
+        self.mask_layers(layers, grads);
+    }
+
+    /// Masks `grads` with the masks in force, without a DTC step.
+    fn mask_layers(&self, layers: &[PrunableLayer], grads: &mut GradientsParams) {
+        for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
+            let Some(masks) = self.dtc.masks(index) else {
+                continue;
+            };
             mask_gradient(grads, layer.skeleton_id, &masks.stripes);
             if let Some(norm) = &layer.norm {
                 mask_gradient(grads, norm.gamma_id, &masks.alive);
@@ -266,15 +357,124 @@ impl Pruner {
         }
     }
 
-    /// Sets every pruned skeleton entry and every dead coupled BatchNorm channel of `model` to
-    /// exactly 0, with the masks in force.
-    pub fn apply_masks<M: Prunable>(&self, model: M) -> M {
-        let Ok(layers) = self.layers(&model) else {
-            return model;
+    /// With a target, on every pruning step: keeps δ unless its masks would remove more than
+    /// the ramp allows, and on control steps (or when it would) sets δ to the largest value whose
+    /// masks stay at or below the ramp; on the last pruning step, the smallest that meets the
+    /// target, then freezes the masks (see [`crate::budget`]). Records the fraction removed.
+    fn control_threshold<M: Prunable>(
+        &mut self,
+        model: &M,
+        layers: &[PrunableLayer],
+    ) -> Result<(), PruneError> {
+        let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
+            return Ok(());
         };
+        let (target, schedule) = (target.clone(), schedule.clone());
+        if self.control.baseline.is_none() {
+            self.control.baseline = Some(self.measure(model, layers, &target, |_| None)?);
+        }
+        let goal = target.remove * schedule.ramp(self.step);
+        let current = self.dtc.config().threshold;
+        let kept = match schedule.is_control_step(self.step) {
+            true => None,
+            false => Some(self.removed_at(model, layers, &target, current)?),
+        };
+        let last = self.step + 1 == schedule.warmup_steps + schedule.prune_steps;
+        self.control.removed = match kept {
+            Some(removed) if removed <= goal && !last => removed,
+            _ => {
+                let mut tried = Vec::new();
+                let start = if current > 0.0 { current } else { 1e-2 };
+                let (lo, hi) = boundary(start, 16, |delta| {
+                    let removed = self.removed_at(model, layers, &target, delta)?;
+                    tried.push((delta, removed));
+                    Ok::<_, PruneError>(removed <= goal)
+                })?;
+                // On the last step, meet the target: the smallest δ found past it.
+                let delta = if last && hi.is_finite() && hi > 0.0 {
+                    hi
+                } else {
+                    lo
+                };
+                self.set_threshold(delta)?;
+                match tried.iter().find(|(d, _)| *d == delta) {
+                    Some(&(_, removed)) => removed,
+                    None => self.removed_at(model, layers, &target, delta)?,
+                }
+            }
+        };
+        Ok(())
+    }
+
+    /// The fraction of the target's quantity removed if DTC ran now with base threshold `delta`.
+    fn removed_at<M: Prunable>(
+        &self,
+        model: &M,
+        layers: &[PrunableLayer],
+        target: &Target,
+        delta: f64,
+    ) -> Result<f64, PruneError> {
+        let masks: Vec<Option<LayerMasks>> = layers
+            .iter()
+            .enumerate()
+            .map(|(index, l)| {
+                l.thresholded
+                    .then(|| self.dtc.preview(index, l.skeleton.clone(), delta))
+            })
+            .collect();
+        let value = self.measure(model, layers, target, |index| masks[index].as_ref())?;
+        let baseline = self.control.baseline.unwrap_or(value);
+        Ok(if baseline > 0.0 {
+            1.0 - value / baseline
+        } else {
+            0.0
+        })
+    }
+
+    /// The target's quantity for `model` under `masks` (per layer index; None: unmasked).
+    fn measure<'a, M: Prunable>(
+        &self,
+        model: &M,
+        layers: &[PrunableLayer],
+        target: &Target,
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> Result<f64, PruneError> {
+        if target.quantity == Quantity::Stripes {
+            let mut live = Vec::new();
+            for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
+                live.push(match masks(index) {
+                    Some(m) => m.stripes.clone().int().sum(),
+                    None => layer.skeleton.clone().inner().ones_like().int().sum(),
+                });
+            }
+            let live = Tensor::cat(live, 0).sum().into_data();
+            return Ok(live.iter::<f64>().next().unwrap_or(f64::NAN));
+        }
+        let masked = model.clone().map(&mut Self::mapper(layers, masks));
+        let cost = masked.compact_cost(target.input_size)?.ok_or_else(|| {
+            PruneError::Budget(format!(
+                "the model does not count its {} (implement `Prunable::compact_cost`, or target \
+                 stripes)",
+                target.quantity.name()
+            ))
+        })?;
+        Ok(match target.quantity {
+            Quantity::Flops => cost.flops(),
+            Quantity::Macs => cost.macs(),
+            Quantity::Params => cost.params(),
+            Quantity::Stripes => unreachable!("counted above"),
+        } as f64)
+    }
+
+    /// A mapper that zeroes, per thresholded layer, the skeleton entries and coupled BatchNorm
+    /// channels `masks` prunes.
+    fn mapper<'a>(
+        layers: &[PrunableLayer],
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> MaskMapper {
         let mut mapper = MaskMapper::default();
         for (index, layer) in layers.iter().enumerate() {
-            let Some(masks) = self.dtc.masks(index).filter(|_| layer.thresholded) else {
+            let Some(masks) = masks(index).filter(|_| layer.thresholded) else {
                 continue;
             };
             mapper.insert(layer.skeleton_id, masks.stripes.clone());
@@ -283,7 +483,16 @@ impl Pruner {
                 mapper.insert(norm.beta_id, masks.alive.clone());
             }
         }
-        model.map(&mut mapper)
+        mapper
+    }
+
+    /// Sets every pruned skeleton entry and every dead coupled BatchNorm channel of `model` to
+    /// exactly 0, with the masks in force.
+    pub fn apply_masks<M: Prunable>(&self, model: M) -> M {
+        let Ok(layers) = self.layers(&model) else {
+            return model;
+        };
+        model.map(&mut Self::mapper(&layers, |index| self.dtc.masks(index)))
     }
 
     /// The compact inference model of `model` under the masks in force: the masks are applied,
@@ -347,6 +556,9 @@ impl Pruner {
             total_stripes,
             live_filters,
             total_filters,
+            phase: self.phase(),
+            threshold: self.dtc.config().threshold,
+            removed: self.config.target.as_ref().map(|_| self.control.removed),
         }
     }
 
@@ -359,6 +571,7 @@ impl Pruner {
             layers: self.layers(model)?.into_iter().map(|l| l.name).collect(),
             cdp: self.cdp.state(),
             dtc: self.dtc.state(),
+            control: self.control.clone(),
         })
     }
 
@@ -385,6 +598,7 @@ impl Pruner {
         let like = skeletons[0].clone().flatten::<1>(0, 2);
         pruner.cdp.load_state(&state.cdp, layers.len(), &like)?;
         pruner.dtc.load_state(&state.dtc, &skeletons)?;
+        pruner.control = state.control.clone();
         pruner.step = state.step;
         Ok(pruner)
     }

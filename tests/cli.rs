@@ -251,6 +251,9 @@ fn bad_input_ends_with_one_line_of_error_and_changes_nothing() {
         );
         assert_refused(&negative, "threshold", &before, &out);
     }
+    // A budget that cannot be met.
+    let whole = run(&with(&["--target", "1.0"]), &out, &data);
+    assert_refused(&whole, "fraction in (0, 1)", &before, &out);
 
     // A checkpoint of another model, or of another configuration.
     let other = run(&with(&["--model", "resnet20", "--resume"]), &out, &data);

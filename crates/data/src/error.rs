@@ -81,6 +81,14 @@ pub enum DataError {
         /// The dataset's length.
         len: usize,
     },
+    /// Images cannot be padded to a shape (smaller, or other channels than 1 or the same).
+    #[error("cannot pad [C, H, W] = {from:?} images to {to:?}")]
+    Shape {
+        /// The images' shape.
+        from: [usize; 3],
+        /// The shape asked for.
+        to: [usize; 3],
+    },
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {

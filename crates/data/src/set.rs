@@ -73,6 +73,42 @@ impl ImageSet {
         )
     }
 
+    /// Every image zero-padded, centred, to `[channels, height, width]`, a one-channel image
+    /// repeated into every channel (Fashion-MNIST's 1×28×28 as 3×32×32 for CIFAR models).
+    pub fn padded_to(&self, shape: [usize; 3]) -> Result<ImageSet, DataError> {
+        let [c, h, w] = self.shape;
+        let [tc, th, tw] = shape;
+        if th < h || tw < w || (c != tc && c != 1) || c * h * w == 0 {
+            return Err(DataError::Shape {
+                from: self.shape,
+                to: shape,
+            });
+        }
+        let (top, left) = ((th - h) / 2, (tw - w) / 2);
+        let size = self.image_size();
+        let mut pixels = vec![0u8; self.len() * tc * th * tw];
+        for (image, out) in self
+            .pixels
+            .chunks_exact(size)
+            .zip(pixels.chunks_exact_mut(tc * th * tw))
+        {
+            for ch in 0..tc {
+                let source = &image[(ch % c) * h * w..][..h * w];
+                for (y, row) in source.chunks_exact(w).enumerate() {
+                    let start = (ch * th + top + y) * tw + left;
+                    out[start..start + w].copy_from_slice(row);
+                }
+            }
+        }
+        Ok(ImageSet {
+            name: self.name.clone(),
+            shape,
+            classes: self.classes,
+            pixels,
+            labels: self.labels.clone(),
+        })
+    }
+
     /// The first `n` images.
     pub fn take(&self, n: usize) -> ImageSet {
         let n = n.min(self.len());
@@ -96,5 +132,32 @@ impl Dataset<ImageItem, DataError> for ImageSet {
 
     fn len(&self) -> usize {
         self.labels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_centres_and_repeats_grey_channels() {
+        let set = ImageSet {
+            name: "t".into(),
+            shape: [1, 2, 2],
+            classes: 2,
+            pixels: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            labels: vec![0, 1],
+        };
+        let padded = set.padded_to([3, 4, 4]).unwrap();
+        assert_eq!(padded.shape, [3, 4, 4]);
+        assert_eq!(padded.labels, vec![0, 1]);
+        let plane = [0, 0, 0, 0, 0, 5, 6, 0, 0, 7, 8, 0, 0, 0, 0, 0];
+        assert_eq!(padded.pixels[48..64], plane);
+        assert_eq!(padded.pixels[80..96], plane);
+        assert!(matches!(
+            set.padded_to([3, 1, 4]),
+            Err(DataError::Shape { .. })
+        ));
+        assert!(padded.padded_to([2, 4, 4]).is_err());
     }
 }

@@ -58,21 +58,28 @@ impl ThresholdContainer {
     /// One DTC step for layer `index` with skeleton values `skeleton [Cout, kh, kw]`: recomputes
     /// its thresholds and its mask (and-ed with the mask in force) and returns them.
     pub fn update(&mut self, index: usize, skeleton: Tensor<3>) -> &LayerMasks {
+        let masks = self.preview(index, skeleton, self.config.threshold);
         if self.layers.len() <= index {
             self.layers.resize(index + 1, None);
         }
+        self.layers[index].insert(masks)
+    }
+
+    /// What [`ThresholdContainer::update`] would give layer `index` with base threshold `delta`,
+    /// without changing the container.
+    pub fn preview(&self, index: usize, skeleton: Tensor<3>, delta: f64) -> LayerMasks {
         let skeleton = skeleton.detach().inner();
-        let thresholds = filter_thresholds(skeleton.clone(), self.config.threshold);
+        let thresholds = filter_thresholds(skeleton.clone(), delta);
         let mut stripes = stripe_mask(skeleton, thresholds.clone());
-        if let Some(previous) = &self.layers[index] {
+        if let Some(previous) = self.masks(index) {
             stripes = stripes.bool_and(previous.stripes.clone());
         }
         let alive = alive_filters(stripes.clone());
-        self.layers[index].insert(LayerMasks {
+        LayerMasks {
             thresholds,
             stripes,
             alive,
-        })
+        }
     }
 
     /// The masks of layer `index` in force, if it was updated or loaded.

@@ -4,7 +4,7 @@ use burn::module::{Module, ParamId};
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
-use crate::SkeletonConv2d;
+use crate::{CostReport, SkeletonConv2d, ZooError};
 
 /// The BatchNorm that directly follows a prunable conv: its `γ` and `β` channels die with the
 /// conv's filters (METHOD §4, step 3).
@@ -128,5 +128,15 @@ pub trait Prunable: Module {
         let mut layers = PrunableLayers::default();
         self.prunable_layers(&mut layers);
         layers
+    }
+
+    /// The cost of the compact model this model becomes as it is (zero skeleton entries
+    /// removed, METHOD §5) for one `[height, width]` input, which lets a pruner aim at a FLOPs,
+    /// MACs or params target. `None` (the default) when the model cannot tell: only stripe
+    /// targets are available then. A [`Compactable`](crate::Compactable) model implements it as
+    /// `Ok(Some(self.compact()?.cost(input_size)))`.
+    fn compact_cost(&self, input_size: [usize; 2]) -> Result<Option<CostReport>, ZooError> {
+        let _ = input_size;
+        Ok(None)
     }
 }

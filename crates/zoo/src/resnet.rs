@@ -28,7 +28,10 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError};
+use crate::{
+    Compactable, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d,
+    SkeletonConv2dConfig, ZooError,
+};
 
 /// Which ResNet family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,6 +362,10 @@ impl Prunable for ResNet {
                     .not_thresholded();
             }
         }
+    }
+
+    fn compact_cost(&self, input_size: [usize; 2]) -> Result<Option<CostReport>, ZooError> {
+        Ok(Some(self.compact()?.cost(input_size)))
     }
 }
 

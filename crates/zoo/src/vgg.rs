@@ -14,7 +14,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError};
+use crate::{
+    Compactable, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d,
+    SkeletonConv2dConfig, ZooError,
+};
 
 /// One entry of a VGG layer list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +188,10 @@ impl Prunable for Vgg {
                 VggLayer::MaxPool => index += 1,
             }
         }
+    }
+
+    fn compact_cost(&self, input_size: [usize; 2]) -> Result<Option<CostReport>, ZooError> {
+        Ok(Some(self.compact()?.cost(input_size)))
     }
 }
 

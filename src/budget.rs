@@ -1,0 +1,283 @@
+//! Pruning to a budget: a cost target, a schedule over the user's training length, and the
+//! controller that sets the DTC base threshold δ online so the pruned cost follows a ramp to the
+//! target.
+//!
+//! Phases, by training step `s` (0-based):
+//!
+//! - **warm-up** `s < warmup`: the CDP penalty shapes the skeletons, DTC masks nothing;
+//! - **pruning** `warmup ≤ s < warmup + prune`: penalty on, DTC every step; with a target, every
+//!   `control_every` steps (and on the last pruning step) the controller sets δ;
+//! - **fine-tuning** afterwards, the target met: the masks are frozen (still
+//!   applied to gradients and parameters), the penalty is off.
+//!
+//! The control rule: on pruning step `s` the goal is the ramp `r(s) = R·(1 − (1 − τ)³)`,
+//! `τ = (s − warmup + 1) / prune`, where `R` is the fraction of the cost to remove (the cubic
+//! ramp of gradual pruning: fast while the network is redundant, slow near the end). With the
+//! current skeletons `S` and the masks in force `M`, the removed fraction
+//! `p(δ) = 1 − cost(M ∧ mask(S, δ)) / cost₀` is non-decreasing in δ (each threshold
+//! `T_f = δ · mean_g‖S_g‖₁ / ‖S_f‖₁` grows with δ). Every pruning step measures `p(δ)` for the δ
+//! in force; when it would pass the ramp, and on every control step, a bracketing bisection
+//! re-solves δ as the largest value with `p(δ) ≤ r(s)`, and DTC runs with it. On the last pruning
+//! step the goal is `R` itself and δ is the smallest value found with `p(δ) ≥ R`, so the target
+//! is met (by at most the cost of the stripes that cross the threshold together); then the masks
+//! are frozen. The cost is measured on the compact model the masks give
+//! ([`Prunable::compact_cost`](crate::Prunable::compact_cost)), so FLOPs, MACs and params are
+//! exact, not estimated.
+//!
+//! Why it is stable: there is no gain to tune and nothing integrates. Masks only grow and `p` is
+//! capped by the ramp at every step, so `p` is non-decreasing and never passes the target; δ is
+//! re-solved from the current skeletons, so a skeleton distribution that drifts (the penalty
+//! shrinks it, the task loss spreads it) moves δ with it instead of accumulating an error; a
+//! step that finds the ramp already reached chooses `δ = 0` (no new pruning) until the ramp
+//! catches up.
+
+use burn::config::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::PruneError;
+
+/// The quantity a [`Target`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quantity {
+    /// Floating-point operations of the compact model (METHOD §6).
+    Flops,
+    /// Multiply-accumulates of the compact model.
+    Macs,
+    /// Parameters of the compact model.
+    Params,
+    /// Live stripes of the thresholded layers (needs no cost model).
+    Stripes,
+}
+
+impl std::str::FromStr for Quantity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "flops" => Ok(Self::Flops),
+            "macs" => Ok(Self::Macs),
+            "params" => Ok(Self::Params),
+            "stripes" => Ok(Self::Stripes),
+            other => Err(format!(
+                "unknown quantity `{other}`: flops, macs, params or stripes"
+            )),
+        }
+    }
+}
+
+impl Quantity {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flops => "FLOPs",
+            Self::Macs => "MACs",
+            Self::Params => "params",
+            Self::Stripes => "stripes",
+        }
+    }
+}
+
+/// What to remove: at least a fraction of one [`Quantity`], measured at one input size.
+#[derive(Config, Debug, PartialEq)]
+pub struct Target {
+    /// The quantity.
+    pub quantity: Quantity,
+    /// Fraction of it to remove, in `(0, 1)`.
+    pub remove: f64,
+    /// Input `[height, width]` the cost is counted at.
+    #[config(default = "[32, 32]")]
+    pub input_size: [usize; 2],
+}
+
+impl Target {
+    /// Remove `fraction` of the FLOPs at `input_size`.
+    pub fn flops(fraction: f64, input_size: [usize; 2]) -> Self {
+        Self::new(Quantity::Flops, fraction).with_input_size(input_size)
+    }
+
+    /// Checks the fractions.
+    pub fn validate(&self) -> Result<(), PruneError> {
+        let valid = |v: f64, hi: f64| v.is_finite() && v > 0.0 && v < hi;
+        if !valid(self.remove, 1.0) {
+            return Err(PruneError::Budget(format!(
+                "the target must remove a fraction in (0, 1), got {}",
+                self.remove
+            )));
+        }
+        if self.input_size.contains(&0) {
+            return Err(PruneError::Budget("the target's input size is zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The phases of training, in steps.
+#[derive(Config, Debug, PartialEq)]
+pub struct Schedule {
+    /// Steps of warm-up: penalty on, nothing pruned.
+    pub warmup_steps: u64,
+    /// Steps of pruning: penalty on, DTC (and the controller) every step; fine-tuning follows.
+    pub prune_steps: u64,
+    /// Steps between two control steps of the target controller.
+    #[config(default = 25)]
+    pub control_every: u64,
+}
+
+/// Where a step falls in the [`Schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Penalty on, nothing pruned.
+    Warmup,
+    /// Penalty on, DTC masks updated.
+    Prune,
+    /// Masks frozen, penalty off.
+    FineTune,
+}
+
+impl Schedule {
+    /// Fractions of `total_steps`: warm-up for the first `warmup`, pruning for the next `prune`,
+    /// fine-tuning for the rest.
+    pub fn fractions(total_steps: u64, warmup: f64, prune: f64) -> Self {
+        let steps = |f: f64| (total_steps as f64 * f.clamp(0.0, 1.0)).round() as u64;
+        Self::new(steps(warmup), steps(prune).max(1))
+    }
+
+    /// Checks the lengths.
+    pub fn validate(&self) -> Result<(), PruneError> {
+        if self.prune_steps == 0 || self.control_every == 0 {
+            return Err(PruneError::Budget(
+                "the schedule needs at least one pruning step and control_every ≥ 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The phase of step `step` (0-based).
+    pub fn phase(&self, step: u64) -> Phase {
+        if step < self.warmup_steps {
+            Phase::Warmup
+        } else if step < self.warmup_steps + self.prune_steps {
+            Phase::Prune
+        } else {
+            Phase::FineTune
+        }
+    }
+
+    /// Whether the controller runs at pruning step `step`: every `control_every` steps from the
+    /// first pruning step, and on the last one.
+    pub fn is_control_step(&self, step: u64) -> bool {
+        let Some(offset) = step.checked_sub(self.warmup_steps) else {
+            return false;
+        };
+        offset < self.prune_steps
+            && (offset.is_multiple_of(self.control_every) || offset + 1 == self.prune_steps)
+    }
+
+    /// The ramp `1 − (1 − τ)³`, `τ = (step − warmup + 1) / prune` clamped to `[0, 1]`: the
+    /// fraction of the target to have removed by the end of step `step`.
+    pub fn ramp(&self, step: u64) -> f64 {
+        let done = (step + 1).saturating_sub(self.warmup_steps) as f64;
+        let tau = (done / self.prune_steps as f64).clamp(0.0, 1.0);
+        1.0 - (1.0 - tau).powi(3)
+    }
+}
+
+/// The controller's state, saved with the pruner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ControlState {
+    /// The cost with nothing pruned (measured at the first control step).
+    pub baseline: Option<f64>,
+    /// The removed fraction after the last pruning step.
+    pub removed: f64,
+}
+
+/// The boundary of a monotone predicate: `(lo, hi)` with `feasible(lo)` and not `feasible(hi)`,
+/// for a `feasible` that holds at 0 and, once false, stays false for every larger `x`. Brackets
+/// from `start` by factors of 4, then bisects `iterations` times (geometrically once the bracket
+/// is positive). `(0, 0)` when `feasible(0)` is false; `hi` is infinite when no bracket was found.
+pub(crate) fn boundary<E>(
+    start: f64,
+    iterations: usize,
+    mut feasible: impl FnMut(f64) -> Result<bool, E>,
+) -> Result<(f64, f64), E> {
+    if !feasible(0.0)? {
+        return Ok((0.0, 0.0));
+    }
+    let (mut lo, mut hi) = (0.0, start.max(f64::MIN_POSITIVE));
+    // Bracket: 4^60 ≈ 1e36 above `start` is beyond any threshold that leaves a stripe.
+    let mut bracketed = false;
+    for _ in 0..60 {
+        if !feasible(hi)? {
+            bracketed = true;
+            break;
+        }
+        (lo, hi) = (hi, hi * 4.0);
+    }
+    if !bracketed {
+        return Ok((lo, f64::INFINITY));
+    }
+    for _ in 0..iterations {
+        let mid = if lo > 0.0 {
+            (lo * hi).sqrt()
+        } else {
+            hi / 16.0
+        };
+        if feasible(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_and_control_steps() {
+        let s = Schedule::new(10, 20).with_control_every(8);
+        assert_eq!(s.phase(9), Phase::Warmup);
+        assert_eq!(s.phase(10), Phase::Prune);
+        assert_eq!(s.phase(29), Phase::Prune);
+        assert_eq!(s.phase(30), Phase::FineTune);
+        let controls: Vec<u64> = (0..40).filter(|&t| s.is_control_step(t)).collect();
+        assert_eq!(controls, vec![10, 18, 26, 29]);
+        assert_eq!(s.ramp(9), 0.0);
+        assert_eq!(s.ramp(29), 1.0);
+        // τ = 10/20 → 1 − 0.5³.
+        assert_eq!(s.ramp(19), 0.875);
+        assert!((0..40).all(|t| s.ramp(t) <= s.ramp(t + 1)));
+        assert_eq!(Schedule::fractions(1000, 0.1, 0.5), Schedule::new(100, 500));
+    }
+
+    #[test]
+    fn boundary_brackets_the_switch() {
+        let (lo, hi) = boundary::<()>(1e-3, 60, |x| Ok(x <= 0.37)).unwrap();
+        assert!(lo <= 0.37 && hi > 0.37 && hi - lo < 1e-9, "{lo} {hi}");
+        assert_eq!(
+            boundary::<()>(1.0, 60, |x| Ok(x < 0.0)).unwrap(),
+            (0.0, 0.0)
+        );
+        // A boundary far above the start is bracketed.
+        let (lo, hi) = boundary::<()>(1e-3, 80, |x| Ok(x <= 5e4)).unwrap();
+        assert!((lo / 5e4 - 1.0).abs() < 1e-9 && hi > 5e4, "{lo} {hi}");
+        assert_eq!(
+            boundary::<()>(1.0, 4, |_| Ok(true)).unwrap().1,
+            f64::INFINITY
+        );
+    }
+
+    #[test]
+    fn targets_are_validated() {
+        assert!(Target::flops(0.6, [32, 32]).validate().is_ok());
+        for bad in [0.0, 1.0, -0.1, f64::NAN] {
+            assert!(Target::flops(bad, [32, 32]).validate().is_err(), "{bad}");
+        }
+        assert!(Target::flops(0.6, [0, 32]).validate().is_err());
+        assert!(Schedule::new(0, 0).validate().is_err());
+    }
+}
