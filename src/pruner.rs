@@ -4,7 +4,7 @@ use std::fmt;
 
 use burn::config::Config;
 use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, Transaction};
+use burn::tensor::{Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
 use texprune_dtc::{DtcConfig, DtcState, LayerMasks, ThresholdContainer};
@@ -258,7 +258,8 @@ impl Pruner {
     }
 
     /// One training step's pruning work: adds the CDP penalty to `loss`, back-propagates,
-    /// applies the DTC step to the gradients and returns them for the optimizer.
+    /// applies the DTC step to the gradients and returns them for the optimizer
+    /// ([`Pruner::gradients`] then [`Pruner::advance`]).
     ///
     /// Then call [`Pruner::apply_masks`] on the model the optimizer returns, so pruned entries
     /// are exactly 0 whatever the optimizer's momentum does:
@@ -268,6 +269,49 @@ impl Pruner {
     /// not finite (no gradient is handed out then); the pruner is then unchanged: step counter,
     /// masks and texture-mass history.
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
+        let (mut fit, masses) = self.backward(model, loss)?;
+        self.advance_with(model, &mut fit.grads, masses)?;
+        let layers = self.layers(model)?;
+        (fit.summary.live_stripes, fit.summary.live_filters) = self.live_counts(&layers);
+        fit.summary.threshold = self.dtc.config().threshold;
+        fit.summary.removed = self.config.target.as_ref().map(|_| self.control.removed);
+        Ok(fit)
+    }
+
+    /// The read-only half of [`Pruner::fit`], for data-parallel training where several replicas
+    /// compute gradients on their shards: task loss + CDP penalty (per the phase), backward, and
+    /// the gradients masked with the masks *in force*. The summary's live counts are those of
+    /// the masks in force. Combine the replicas' gradients, then call [`Pruner::advance`] once.
+    pub fn gradients<M: Prunable>(&self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
+        self.backward(model, loss).map(|(fit, _)| fit)
+    }
+
+    /// The mutating half of [`Pruner::fit`], once per optimizer step on the combined gradients:
+    /// the target controller (with a target), the DTC step on `model`'s skeletons, the gradients
+    /// masked with the new masks, the texture-mass history and the step counter. On an error
+    /// the pruner is unchanged.
+    pub fn advance<M: Prunable>(
+        &mut self,
+        model: &M,
+        grads: &mut GradientsParams,
+    ) -> Result<(), PruneError> {
+        let masses = match self.phase() {
+            Phase::FineTune => None,
+            Phase::Warmup | Phase::Prune => {
+                let layers = self.layers(model)?;
+                self.cdp
+                    .evaluate(&Self::layer_params(&layers))
+                    .map(|p| p.masses)
+            }
+        };
+        self.advance_with(model, grads, masses)
+    }
+
+    fn backward<M: Prunable>(
+        &self,
+        model: &M,
+        loss: Tensor<1>,
+    ) -> Result<(Fit, Option<Vec<Tensor<1>>>), PruneError> {
         if !loss.is_tracked() {
             return Err(PruneError::NotAutodiff);
         }
@@ -282,45 +326,57 @@ impl Pruner {
             None => loss.clone(),
         };
         let mut grads = GradientsParams::from_grads(total.backward(), model);
-        // Tensors are shared handles: keeping the masks in force costs nothing, and restores
-        // them if this step fails.
-        let before = (self.dtc.clone(), self.control.clone());
-        if phase == Phase::Prune {
+        self.mask_layers(&layers, &mut grads);
+        let step = self.step + 1;
+        let (loss, penalty_value) = read_scalars(loss, penalty.as_ref().map(|p| p.total.clone()));
+        if !loss.is_finite() {
+            return Err(PruneError::NonFiniteLoss { step, value: loss });
+        }
+        if !penalty_value.is_finite() {
+            return Err(PruneError::NonFinitePenalty {
+                step,
+                value: penalty_value,
+            });
+        }
+        let (live_stripes, live_filters) = self.live_counts(&layers);
+        let (total_stripes, total_filters) = totals(&layers);
+        let summary = StepSummary {
+            step,
+            loss,
+            penalty: penalty_value,
+            live_stripes,
+            total_stripes,
+            live_filters,
+            total_filters,
+            phase,
+            threshold: self.dtc.config().threshold,
+            removed: self.config.target.as_ref().map(|_| self.control.removed),
+        };
+        Ok((Fit { grads, summary }, penalty.map(|p| p.masses)))
+    }
+
+    fn advance_with<M: Prunable>(
+        &mut self,
+        model: &M,
+        grads: &mut GradientsParams,
+        masses: Option<Vec<Tensor<1>>>,
+    ) -> Result<(), PruneError> {
+        let layers = self.layers(model)?;
+        if self.phase() == Phase::Prune {
+            // Tensors are shared handles: keeping the masks in force costs nothing, and restores
+            // them if the controller fails.
+            let before = (self.dtc.clone(), self.control.clone());
             if let Err(error) = self.control_threshold(model, &layers) {
                 (self.dtc, self.control) = before;
                 return Err(error);
             }
-            self.threshold_layers(&layers, &mut grads);
-        } else {
-            self.mask_layers(&layers, &mut grads);
+            self.threshold_layers(&layers, grads);
         }
-
-        let step = self.step + 1;
-        let mut summary = self.summary(&layers, loss, penalty.as_ref().map(|p| p.total.clone()));
-        summary.step = step;
-        summary.phase = phase;
-        let failure = if !summary.loss.is_finite() {
-            Some(PruneError::NonFiniteLoss {
-                step,
-                value: summary.loss,
-            })
-        } else if !summary.penalty.is_finite() {
-            Some(PruneError::NonFinitePenalty {
-                step,
-                value: summary.penalty,
-            })
-        } else {
-            None
-        };
-        if let Some(error) = failure {
-            (self.dtc, self.control) = before;
-            return Err(error);
+        if let Some(masses) = masses {
+            self.cdp.commit(masses);
         }
-        if let Some(p) = penalty {
-            self.cdp.commit(p.masses);
-        }
-        self.step = step;
-        Ok(Fit { grads, summary })
+        self.step += 1;
+        Ok(())
     }
 
     /// The DTC step alone (METHOD §4): recomputes every thresholded layer's thresholds and masks
@@ -502,64 +558,31 @@ impl Pruner {
         Ok(self.apply_masks(model).compact()?)
     }
 
-    /// Reads loss, penalty and live counts from the device in one transaction.
-    fn summary(
-        &self,
-        layers: &[PrunableLayer],
-        loss: Tensor<1>,
-        penalty: Option<Tensor<1>>,
-    ) -> StepSummary {
-        let (mut total_stripes, mut total_filters) = (0, 0);
+    /// Live stripes and filters of the thresholded layers under the masks in force (all alive
+    /// before the first DTC step), read in one transaction.
+    fn live_counts(&self, layers: &[PrunableLayer]) -> (u64, u64) {
+        let (total_stripes, total_filters) = totals(layers);
         let mut stripes = Vec::new();
         let mut filters = Vec::new();
-        for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
-            let [cout, kh, kw] = layer.skeleton.dims();
-            total_stripes += (cout * kh * kw) as u64;
-            total_filters += cout as u64;
+        for (index, _) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
             if let Some(m) = self.dtc.masks(index) {
                 stripes.push(m.stripes.clone().int().sum());
                 filters.push(m.alive.clone().int().sum());
             }
         }
-        let mut tx = Transaction::default().register(loss.detach());
-        if let Some(p) = &penalty {
-            tx = tx.register(p.clone().detach());
+        if stripes.is_empty() {
+            return (total_stripes, total_filters);
         }
-        let counts = |v: Vec<Tensor<1, Int>>| (!v.is_empty()).then(|| Tensor::cat(v, 0).sum());
-        let (stripe_sum, filter_sum) = (counts(stripes), counts(filters));
-        for t in [&stripe_sum, &filter_sum].into_iter().flatten() {
-            tx = tx.register(t.clone());
-        }
-        let mut data = tx.execute().into_iter();
-        let mut next = || {
-            data.next()
-                .map(|d| d.iter::<f64>().next().unwrap_or(f64::NAN))
+        let data = Transaction::default()
+            .register(Tensor::cat(stripes, 0).sum())
+            .register(Tensor::cat(filters, 0).sum())
+            .execute();
+        let value = |i: usize, total: u64| {
+            data.get(i)
+                .and_then(|d| d.iter::<f64>().next())
+                .map_or(total, |v| v as u64)
         };
-        let loss = next().unwrap_or(f64::NAN);
-        let penalty = if penalty.is_some() {
-            next().unwrap_or(f64::NAN)
-        } else {
-            0.0
-        };
-        // Before the first DTC step nothing is masked: everything is alive.
-        let mut count = |sum: &Option<Tensor<1, Int>>, total: u64| match sum {
-            Some(_) => next().map_or(total, |v| v as u64),
-            None => total,
-        };
-        let live_stripes = count(&stripe_sum, total_stripes);
-        let live_filters = count(&filter_sum, total_filters);
-        StepSummary {
-            step: self.step,
-            loss,
-            penalty,
-            live_stripes,
-            total_stripes,
-            live_filters,
-            total_filters,
-            phase: self.phase(),
-            threshold: self.dtc.config().threshold,
-            removed: self.config.target.as_ref().map(|_| self.control.removed),
-        }
+        (value(0, total_stripes), value(1, total_filters))
     }
 
     /// The pruner's state as plain data (reads the device), for checkpoints.
@@ -602,6 +625,33 @@ impl Pruner {
         pruner.step = state.step;
         Ok(pruner)
     }
+}
+
+/// Stripes and filters of the thresholded layers.
+fn totals(layers: &[PrunableLayer]) -> (u64, u64) {
+    layers
+        .iter()
+        .filter(|l| l.thresholded)
+        .map(|l| {
+            let [cout, kh, kw] = l.skeleton.dims();
+            ((cout * kh * kw) as u64, cout as u64)
+        })
+        .fold((0, 0), |(s, f), (a, b)| (s + a, f + b))
+}
+
+/// Reads the loss and the penalty (0 when absent) in one transaction.
+fn read_scalars(loss: Tensor<1>, penalty: Option<Tensor<1>>) -> (f64, f64) {
+    let mut tx = Transaction::default().register(loss.detach());
+    if let Some(p) = &penalty {
+        tx = tx.register(p.clone().detach());
+    }
+    let data = tx.execute();
+    let value = |i: usize| {
+        data.get(i)
+            .and_then(|d| d.iter::<f64>().next())
+            .unwrap_or(f64::NAN)
+    };
+    (value(0), if penalty.is_some() { value(1) } else { 0.0 })
 }
 
 fn scalar(t: Tensor<1>) -> f64 {

@@ -254,3 +254,52 @@ fn budget_errors_are_typed() {
     let bad = PrunerConfig::targeted(Target::flops(0.5, [28, 28]), Schedule::new(0, 0));
     assert!(matches!(Pruner::new(bad), Err(PruneError::Budget(_))));
 }
+
+#[test]
+fn gradients_then_advance_is_fit() {
+    // The data-parallel form of a step: the read-only half on each replica, the mutating half
+    // once on the combined gradients. With one replica it must be `fit`, bit for bit.
+    let set = data();
+    let device = Device::default().autodiff();
+    let init = model(&device);
+    let config = PrunerConfig::targeted(Target::flops(0.5, [28, 28]), schedule());
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let (mut a, mut b) = (init.clone(), init);
+    let (mut pa, mut pb) = (
+        Pruner::new(config.clone()).unwrap(),
+        Pruner::new(config).unwrap(),
+    );
+    let (mut oa, mut ob) = (optimizer(), optimizer());
+    for step in 0..STEPS {
+        let x = batch(&set, step, &device);
+        let fit = pa
+            .fit(
+                &a,
+                loss_fn.forward(a.logits(x.images.clone()), x.labels.clone()),
+            )
+            .unwrap();
+        a = pa.apply_masks(oa.step(0.05, a, fit.grads));
+
+        let before = pb.state(&b).unwrap();
+        let mut half = pb
+            .gradients(&b, loss_fn.forward(b.logits(x.images), x.labels))
+            .unwrap();
+        assert_eq!(
+            pb.state(&b).unwrap(),
+            before,
+            "gradients changed the pruner"
+        );
+        assert_eq!(
+            (half.summary.loss, half.summary.penalty),
+            (fit.summary.loss, fit.summary.penalty)
+        );
+        pb.advance(&b, &mut half.grads).unwrap();
+        b = pb.apply_masks(ob.step(0.05, b, half.grads));
+    }
+    assert_eq!(pa.state(&a).unwrap(), pb.state(&b).unwrap());
+    let x = batch(&set, 0, &Device::default()).images;
+    assert_eq!(
+        a.valid().logits(x.clone()).into_data(),
+        b.valid().logits(x).into_data()
+    );
+}
