@@ -271,8 +271,11 @@ impl Pruner {
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
         let (mut fit, masses) = self.backward(model, loss)?;
         self.advance_with(model, &mut fit.grads, masses)?;
-        let layers = self.layers(model)?;
-        (fit.summary.live_stripes, fit.summary.live_filters) = self.live_counts(&layers);
+        if fit.summary.phase == Phase::Prune {
+            // The DTC step changed the masks: count them again.
+            let layers = self.layers(model)?;
+            (fit.summary.live_stripes, fit.summary.live_filters) = self.live_counts(&layers);
+        }
         fit.summary.threshold = self.dtc.config().threshold;
         fit.summary.removed = self.config.target.as_ref().map(|_| self.control.removed);
         Ok(fit)
