@@ -274,7 +274,8 @@ impl Pruner {
         if fit.summary.phase == Phase::Prune {
             // The DTC step changed the masks: count them again.
             let layers = self.layers(model)?;
-            (fit.summary.live_stripes, fit.summary.live_filters) = self.live_counts(&layers);
+            (fit.summary.live_stripes, fit.summary.live_filters) =
+                Self::live_counts(&layers, |index| self.dtc.masks(index));
         }
         fit.summary.threshold = self.dtc.config().threshold;
         fit.summary.removed = self.config.target.as_ref().map(|_| self.control.removed);
@@ -341,7 +342,8 @@ impl Pruner {
                 value: penalty_value,
             });
         }
-        let (live_stripes, live_filters) = self.live_counts(&layers);
+        let (live_stripes, live_filters) =
+            Self::live_counts(&layers, |index| self.dtc.masks(index));
         let (total_stripes, total_filters) = totals(&layers);
         let summary = StepSummary {
             step,
@@ -499,15 +501,7 @@ impl Pruner {
         masks: impl Fn(usize) -> Option<&'a LayerMasks>,
     ) -> Result<f64, PruneError> {
         if target.quantity == Quantity::Stripes {
-            let mut live = Vec::new();
-            for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
-                live.push(match masks(index) {
-                    Some(m) => m.stripes.clone().int().sum(),
-                    None => layer.skeleton.clone().inner().ones_like().int().sum(),
-                });
-            }
-            let live = Tensor::cat(live, 0).sum().into_data();
-            return Ok(live.iter::<f64>().next().unwrap_or(f64::NAN));
+            return Ok(Self::live_counts(layers, masks).0 as f64);
         }
         let masked = model.clone().map(&mut Self::mapper(layers, masks));
         let cost = masked.compact_cost(target.input_size)?.ok_or_else(|| {
@@ -561,31 +555,41 @@ impl Pruner {
         Ok(self.apply_masks(model).compact()?)
     }
 
-    /// Live stripes and filters of the thresholded layers under the masks in force (all alive
-    /// before the first DTC step), read in one transaction.
-    fn live_counts(&self, layers: &[PrunableLayer]) -> (u64, u64) {
-        let (total_stripes, total_filters) = totals(layers);
+    /// Live stripes and filters of the thresholded layers under `masks` (per layer index; a
+    /// layer without masks is all alive), read in one transaction.
+    fn live_counts<'a>(
+        layers: &[PrunableLayer],
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> (u64, u64) {
+        let (mut unmasked_stripes, mut unmasked_filters) = (0, 0);
         let mut stripes = Vec::new();
         let mut filters = Vec::new();
-        for (index, _) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
-            if let Some(m) = self.dtc.masks(index) {
-                stripes.push(m.stripes.clone().int().sum());
-                filters.push(m.alive.clone().int().sum());
+        for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
+            match masks(index) {
+                Some(m) => {
+                    stripes.push(m.stripes.clone().int().sum());
+                    filters.push(m.alive.clone().int().sum());
+                }
+                None => {
+                    let (s, f) = totals(core::slice::from_ref(layer));
+                    unmasked_stripes += s;
+                    unmasked_filters += f;
+                }
             }
         }
         if stripes.is_empty() {
-            return (total_stripes, total_filters);
+            return (unmasked_stripes, unmasked_filters);
         }
         let data = Transaction::default()
             .register(Tensor::cat(stripes, 0).sum())
             .register(Tensor::cat(filters, 0).sum())
             .execute();
-        let value = |i: usize, total: u64| {
+        let value = |i: usize| {
             data.get(i)
                 .and_then(|d| d.iter::<f64>().next())
-                .map_or(total, |v| v as u64)
+                .map_or(0, |v| v as u64)
         };
-        (value(0, total_stripes), value(1, total_filters))
+        (value(0) + unmasked_stripes, value(1) + unmasked_filters)
     }
 
     /// The pruner's state as plain data (reads the device), for checkpoints.
