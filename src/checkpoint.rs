@@ -188,7 +188,7 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Checkpoint<T>, Checkpoin
 }
 
 /// FNV-1a, 64 bits: `h = (h ^ byte) · 0x100000001b3` from `0xcbf29ce484222325`.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

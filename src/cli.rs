@@ -53,23 +53,48 @@ impl Backend {
     /// The backend's first device, checked by running one small operation on it. Fails when the
     /// backend was not compiled in (naming the cargo feature) or has no usable device.
     pub fn device(self) -> Result<Device, String> {
-        let device = match self {
+        self.devices(1).map(|mut devices| devices.remove(0))
+    }
+
+    /// `count` devices of the backend for data-parallel training, each checked: GPUs `0..count`,
+    /// or the one CPU device `count` times (one worker thread per entry).
+    pub fn devices(self, count: usize) -> Result<Vec<Device>, String> {
+        (0..count.max(1))
+            .map(|index| self.probe(self.device_at(index)?))
+            .collect()
+    }
+
+    /// Whether Burn implements the collective operations DDP needs on this backend (0.22: CUDA).
+    pub fn has_collectives(self) -> bool {
+        self == Self::Cuda
+    }
+
+    #[allow(unused_variables)]
+    fn device_at(self, index: usize) -> Result<Device, String> {
+        Ok(match self {
             #[cfg(feature = "flex")]
             Self::Flex => Device::flex(),
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             Self::Ndarray => Device::ndarray(),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => Device::wgpu(Default::default()),
+            Self::Wgpu => match index {
+                0 => Device::wgpu(Default::default()),
+                i => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+            },
             #[cfg(feature = "cuda")]
-            Self::Cuda => Device::cuda(0usize),
+            Self::Cuda => Device::cuda(index),
             #[allow(unreachable_patterns)]
             other => {
                 return Err(format!(
                     "backend {other} is not compiled in: build with `--features {other}`"
                 ));
             }
-        };
+        })
+    }
+
+    /// `device`, once one small operation ran on it.
+    fn probe(self, device: Device) -> Result<Device, String> {
         // Backends that find no device panic on first use: turn that into an error.
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));

@@ -55,4 +55,17 @@ pub enum PruneError {
     /// A saved pruner state does not fit this pruner or model.
     #[error("pruner state does not fit: {0}")]
     StateMismatch(String),
+    /// Data-parallel replicas hold different masks or skeletons after the same step.
+    #[error(
+        "replicas diverged at step {step}: mask/skeleton fingerprint {found:016x}, another replica \
+         has {expected:016x}"
+    )]
+    ReplicaDivergence {
+        /// The step after which the fingerprints were taken.
+        step: u64,
+        /// The fingerprint the first replica recorded.
+        expected: u64,
+        /// This replica's fingerprint.
+        found: u64,
+    },
 }

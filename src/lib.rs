@@ -35,6 +35,9 @@
 //! # }
 //! ```
 //!
+//! To train with burn-train's `Learner` instead, on one device or several (multi-device, DDP),
+//! wrap the model in [`learner::PrunedModel`].
+//!
 //! The pieces live in their own crates, re-exported here: [`texture`] (filter texture
 //! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks) and [`zoo`] (the prunable
 //! convolution, the [`Prunable`] trait and the models).
@@ -62,6 +65,7 @@ pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod history;
+pub mod learner;
 pub mod perf;
 pub mod plots;
 pub mod report;

@@ -25,9 +25,9 @@ impl MaskMapper {
 fn zero_where_masked<const D: usize>(t: Tensor<D>, mask: &Tensor<1, Bool>) -> Tensor<D> {
     let (autodiff, require_grad) = (t.is_autodiff(), t.is_require_grad());
     let dims = t.dims();
-    let masked = t
-        .inner()
-        .mask_fill(mask.clone().reshape(dims).bool_not(), 0.0);
+    let inner = t.inner();
+    let mask = mask.clone().to_device(&inner.device()).reshape(dims);
+    let masked = inner.mask_fill(mask.bool_not(), 0.0);
     match (autodiff, require_grad) {
         (true, true) => masked.autodiff().require_grad(),
         (true, false) => masked.autodiff(),
@@ -47,13 +47,15 @@ impl ModuleMapper for MaskMapper {
     }
 }
 
-/// Zeroes the masked entries of the gradient of `id`, if it has one (NaN included).
+/// Zeroes the masked entries of the gradient of `id`, if it has one (NaN included), on the
+/// gradient's device.
 pub(crate) fn mask_gradient<const D: usize>(
     grads: &mut GradientsParams,
     id: ParamId,
     mask: &Tensor<D, Bool>,
 ) {
     if let Some(g) = grads.remove::<D>(id) {
-        grads.register(id, g.mask_fill(mask.clone().bool_not(), 0.0));
+        let mask = mask.clone().to_device(&g.device());
+        grads.register(id, g.mask_fill(mask.bool_not(), 0.0));
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use burn::config::Config;
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, Transaction};
+use burn::tensor::{Device, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
 use texprune_dtc::{DtcConfig, DtcState, LayerMasks, ThresholdContainer};
@@ -185,6 +185,18 @@ impl Pruner {
     /// Steps done.
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// This pruner with its masks and texture-mass history on `device`: what a replica on
+    /// another device masks its gradients with.
+    pub fn to_device(&self, device: &Device) -> Self {
+        Self {
+            config: self.config.clone(),
+            cdp: self.cdp.to_device(device),
+            dtc: self.dtc.to_device(device),
+            control: self.control.clone(),
+            step: self.step,
+        }
     }
 
     /// The DTC container (thresholds and masks in force).
@@ -404,6 +416,19 @@ impl Pruner {
         self.mask_layers(layers, grads);
     }
 
+    /// Masks `grads` (skeletons and coupled BatchNorm channels) with the masks in force, without
+    /// a DTC step: for gradients combined elsewhere, such as the per-device shards of a sharded
+    /// optimizer.
+    pub fn mask_gradients<M: Prunable>(
+        &self,
+        model: &M,
+        grads: &mut GradientsParams,
+    ) -> Result<(), PruneError> {
+        let layers = self.layers(model)?;
+        self.mask_layers(&layers, grads);
+        Ok(())
+    }
+
     /// Masks `grads` with the masks in force, without a DTC step.
     fn mask_layers(&self, layers: &[PrunableLayer], grads: &mut GradientsParams) {
         for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
@@ -594,15 +619,21 @@ impl Pruner {
 
     /// The pruner's state as plain data (reads the device), for checkpoints.
     pub fn state<M: Prunable>(&self, model: &M) -> Result<PrunerState, PruneError> {
-        Ok(PrunerState {
+        let layers = self.layers(model)?.into_iter().map(|l| l.name).collect();
+        Ok(self.state_of_layers(layers))
+    }
+
+    /// The state, its vectors indexed by `layers` (the names [`Pruner::layers`] gave).
+    pub(crate) fn state_of_layers(&self, layers: Vec<String>) -> PrunerState {
+        PrunerState {
             version: STATE_VERSION,
             config: self.config.clone(),
             step: self.step,
-            layers: self.layers(model)?.into_iter().map(|l| l.name).collect(),
+            layers,
             cdp: self.cdp.state(),
             dtc: self.dtc.state(),
             control: self.control.clone(),
-        })
+        }
     }
 
     /// A pruner restored from `state` for `model`, after checking the version, the layer names

@@ -1,6 +1,6 @@
 //! The penalty itself and its texture-mass history.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_texture::{SkeletonTexture, WeightTexture, safe_sqrt};
 
@@ -75,6 +75,19 @@ impl Cdp {
     /// The configuration.
     pub fn config(&self) -> &CdpConfig {
         &self.config
+    }
+
+    /// This penalty with its texture-mass history on `device` (a replica's device in
+    /// data-parallel training).
+    pub fn to_device(&self, device: &Device) -> Self {
+        Self {
+            config: self.config.clone(),
+            history: self
+                .history
+                .iter()
+                .map(|h| h.as_ref().map(|t| t.clone().to_device(device)))
+                .collect(),
+        }
     }
 
     /// Evaluates the penalty over `layers` without changing the history (METHOD §3).

@@ -16,6 +16,7 @@ mod cifar;
 mod error;
 mod folder;
 mod idx;
+mod loader;
 mod rng;
 mod set;
 
@@ -24,5 +25,6 @@ pub use cifar::{Cifar100Labels, Split, cifar10, cifar100};
 pub use error::DataError;
 pub use folder::{ImageFolder, load_image};
 pub use idx::{IdxArray, mnist, read_idx};
+pub use loader::ForLoader;
 pub use rng::SplitMix64;
 pub use set::{ImageItem, ImageSet};

@@ -1,6 +1,6 @@
 //! The container: one threshold vector and mask per thresholded layer, kept across steps.
 
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DtcConfig, DtcError};
@@ -40,6 +40,26 @@ impl ThresholdContainer {
             config,
             layers: Vec::new(),
         })
+    }
+
+    /// This container with its thresholds and masks on `device` (a replica's device in
+    /// data-parallel training).
+    pub fn to_device(&self, device: &Device) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|m| LayerMasks {
+                    thresholds: m.thresholds.clone().to_device(device),
+                    stripes: m.stripes.clone().to_device(device),
+                    alive: m.alive.clone().to_device(device),
+                })
+            })
+            .collect();
+        Self {
+            config: self.config.clone(),
+            layers,
+        }
     }
 
     /// The configuration.

@@ -1,0 +1,212 @@
+//! Training under burn-train's `Learner`, on one device or many.
+//!
+//! [`PrunedModel`] wraps a prunable classifier so that burn-train's own training loop adds the
+//! CDP penalty and applies the DTC masks, under every execution strategy:
+//!
+//! - `TrainStep::step` (on each replica, on its shard of the batch): task loss + CDP penalty,
+//!   backward, gradients masked with the masks in force ([`Pruner::gradients`]). Under DDP the
+//!   all-reduce runs inside this backward, so the masking happens *after* it; masking is linear
+//!   and every replica holds the same masks, so before or after gives the same gradient.
+//! - `TrainStep::optimize` (once per optimizer step, on the combined gradients): the DTC step on
+//!   the skeletons, the gradients masked with the new masks ([`Pruner::advance`]), the optimizer
+//!   step, then the pruned entries set to exactly 0 ([`Pruner::apply_masks`]).
+//!
+//! The pruner travels with the model value: the multi-device strategy forks the main model, with
+//! its pruner, to every worker at every step, and optimizes once; under DDP every replica advances
+//! its own copy on the same all-reduced gradients and the same weights, so the masks agree, and
+//! every `check_every` steps the replicas compare a fingerprint of masks and skeletons
+//! ([`Ledger`]): a replica that differs stops training with [`PruneError::ReplicaDivergence`].
+
+mod checkpoint;
+mod ledger;
+mod metrics;
+
+pub use checkpoint::{PrunerCheckpointing, load_pruner_state};
+pub use ledger::{Ledger, fingerprint};
+pub use metrics::{LiveStripesInput, LiveStripesMetric, PenaltyInput, PenaltyMetric, PrunedOutput};
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleDisplay};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use texprune_data::ImageBatch;
+use texprune_zoo::{Classifier, Prunable};
+
+use crate::checkpoint::CheckpointError;
+use crate::{PruneError, Pruner};
+
+/// Default number of steps between two replica fingerprint comparisons.
+pub const CHECK_EVERY: u64 = 50;
+
+/// A prunable classifier and its [`Pruner`], trained by burn-train's `Learner` (see the
+/// [module documentation](self)).
+#[derive(Module, Debug)]
+pub struct PrunedModel<M> {
+    model: M,
+    #[module(skip)]
+    pruner: Pruner,
+    #[module(skip)]
+    ledger: Ledger,
+    #[module(skip)]
+    check_every: u64,
+}
+
+impl<M: Prunable> PrunedModel<M> {
+    /// `model` pruned by `pruner`; replicas compare fingerprints every [`CHECK_EVERY`] steps.
+    pub fn new(model: M, pruner: Pruner) -> Self {
+        Self {
+            model,
+            pruner,
+            ledger: Ledger::default(),
+            check_every: CHECK_EVERY,
+        }
+    }
+
+    /// Compare the replicas' fingerprints every `steps` optimizer steps (0: never).
+    pub fn with_check_every(mut self, steps: u64) -> Self {
+        self.check_every = steps;
+        self
+    }
+
+    /// `model` with the pruner state saved by [`PrunerCheckpointing`] for `epoch` under
+    /// `directory`; then resume the Learner with `.checkpoint(epoch)`.
+    pub fn resume(model: M, directory: &Path, epoch: usize) -> Result<Self, CheckpointError> {
+        let path = checkpoint::state_path(directory, epoch);
+        let state = load_pruner_state(directory, epoch)?;
+        let pruner = Pruner::from_state(&state, &model).map_err(|e| CheckpointError::Mismatch {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok(Self::new(model, pruner))
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The pruner.
+    pub fn pruner(&self) -> &Pruner {
+        &self.pruner
+    }
+
+    /// The model and its pruner, e.g. for [`Pruner::compact`] after training.
+    pub fn into_parts(self) -> (M, Pruner) {
+        (self.model, self.pruner)
+    }
+
+    /// The ledger the replicas of this model share (cloned models share it).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// A checkpointing strategy that keeps the Learner's checkpoints (chosen by `inner`) and
+    /// writes the pruner state beside each, into `directory` (the Learner's
+    /// `<artifact dir>/checkpoint`).
+    pub fn checkpointing<S>(
+        &self,
+        directory: impl AsRef<Path>,
+        inner: S,
+    ) -> PrunerCheckpointing<S> {
+        PrunerCheckpointing::new(directory.as_ref(), inner, self.ledger.clone())
+    }
+
+    /// After an optimizer step: records the state for checkpoints and, on check steps, this
+    /// replica's fingerprint.
+    fn record(&self) -> Result<(), PruneError> {
+        let layers = self.pruner.layers(&self.model)?;
+        let step = self.pruner.step();
+        self.ledger.record_state(
+            &self.pruner,
+            layers.iter().map(|l| l.name.clone()).collect(),
+        );
+        if self.check_every > 0 && step.is_multiple_of(self.check_every) {
+            self.ledger
+                .check(step, fingerprint(&self.pruner, &self.model)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Burn's training step cannot return an error: a refused step (non-finite loss or penalty,
+/// diverged replicas) stops the worker with the error's message, which the Learner reports.
+fn or_stop<T>(result: Result<T, PruneError>) -> T {
+    result.unwrap_or_else(|error| panic!("texprune: {error}"))
+}
+
+impl<M: Prunable + Classifier + ModuleDisplay + 'static> TrainStep for PrunedModel<M> {
+    type Input = ImageBatch;
+    type Output = PrunedOutput;
+
+    fn step(&self, batch: ImageBatch) -> TrainOutput<PrunedOutput> {
+        let device = batch.images.device();
+        // The worker's replica lives on its own device; the masks come along.
+        let pruner = self.pruner.to_device(&device);
+        let logits = self.model.logits(batch.images);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(logits.clone(), batch.labels.clone());
+        let fit = or_stop(pruner.gradients(&self.model, loss.clone()));
+        TrainOutput {
+            grads: fit.grads,
+            item: PrunedOutput {
+                classification: ClassificationOutput::new(loss, logits, batch.labels),
+                summary: fit.summary,
+            },
+        }
+    }
+
+    fn optimize(
+        mut self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        mut grads: GradientsParams,
+    ) -> Self {
+        or_stop(self.pruner.advance(&self.model, &mut grads));
+        let mut this = optim.step(lr, self, grads);
+        this.model = this.pruner.apply_masks(this.model);
+        or_stop(this.record());
+        this
+    }
+
+    fn optimize_multi(
+        mut self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        mut grads: MultiGradientsParams,
+    ) -> Self {
+        // Sharded optimizer: one DTC step, its masks applied to every device's gradients.
+        let mut shards = grads.grads.iter_mut();
+        match shards.next() {
+            Some((first, _)) => or_stop(self.pruner.advance(&self.model, first)),
+            None => or_stop(
+                self.pruner
+                    .advance(&self.model, &mut GradientsParams::new()),
+            ),
+        }
+        for (shard, _) in shards {
+            or_stop(self.pruner.mask_gradients(&self.model, shard));
+        }
+        let mut this = optim.step_multi(lr, self, grads);
+        this.model = this.pruner.apply_masks(this.model);
+        or_stop(this.record());
+        this
+    }
+}
+
+impl<M: Prunable + Classifier + ModuleDisplay + 'static> InferenceStep for PrunedModel<M> {
+    type Input = ImageBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
+        let device = batch.images.device();
+        let logits = self.model.logits(batch.images);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(logits.clone(), batch.labels.clone());
+        ClassificationOutput::new(loss, logits, batch.labels)
+    }
+}

@@ -1,0 +1,317 @@
+//! The pruner under burn-train's Learner: two devices give the masks and weights of one device
+//! with the same global batch, the pruner's metrics are logged, its state is saved beside the
+//! Learner's checkpoints, and replicas that diverge stop training.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use texprune::burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use texprune::burn::data::dataset::Dataset;
+use texprune::burn::module::{Module, ModuleVisitor, Param};
+use texprune::burn::optim::GradientsParams;
+use texprune::burn::optim::SgdConfig;
+use texprune::burn::tensor::{Device, Tensor};
+use texprune::burn::train::checkpoint::KeepLastNCheckpoints;
+use texprune::burn::train::metric::LossMetric;
+use texprune::burn::train::{
+    ExecutionStrategy, Learner, LearningResult, MultiDeviceOptim, SupervisedTraining, TrainStep,
+};
+use texprune::data::{
+    DataError, ForLoader, ImageBatch, ImageBatcher, ImageItem, ImageSet, Normalization, Split,
+    mnist,
+};
+use texprune::learner::{
+    LiveStripesMetric, PenaltyMetric, PrunedModel, fingerprint, load_pruner_state,
+};
+use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
+use texprune::{CdpConfig, DtcConfig, PruneError, Pruner, PrunerConfig};
+
+/// Images per device and step.
+const BATCH: usize = 16;
+/// Training images: 16 optimizer steps of 2 × 16 per epoch.
+const ITEMS: usize = 512;
+const EPOCHS: usize = 3;
+const LR: f64 = 0.1;
+
+fn fashion_mnist() -> ImageSet {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
+    mnist(&dir, Split::Test).unwrap()
+}
+
+fn model() -> Vgg {
+    use VggLayer::{Conv as C, MaxPool as M};
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    VggConfig::new(vec![C(8), M, C(16), M])
+        .with_in_channels(1)
+        .with_input_size([28, 28])
+        .init(&device)
+        .unwrap()
+}
+
+fn pruner() -> Pruner {
+    Pruner::new(PrunerConfig::new(
+        CdpConfig::new().with_l1(0.07).with_adaptive(1e-3),
+        DtcConfig::new().with_threshold(0.5),
+    ))
+    .unwrap()
+}
+
+fn loader(set: ImageSet) -> Arc<dyn DataLoader<ImageBatch>> {
+    DataLoaderBuilder::new(ImageBatcher::new(Normalization::fashion_mnist(), None, 0))
+        .batch_size(BATCH)
+        .build(ForLoader(set))
+}
+
+fn artifacts(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("texprune-learner-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Trains `model` for [`EPOCHS`] epochs on `train` with `strategy`, plain SGD at [`LR`].
+fn train(
+    model: PrunedModel<Vgg>,
+    train: ImageSet,
+    strategy: ExecutionStrategy,
+    accumulation: Option<usize>,
+    dir: &Path,
+) -> LearningResult<PrunedModel<Vgg>> {
+    let valid = fashion_mnist().select(&(ITEMS..ITEMS + 32).collect::<Vec<_>>(), "valid");
+    let checkpointing = model.checkpointing(dir.join("checkpoint"), KeepLastNCheckpoints::new(2));
+    let mut training = SupervisedTraining::new(dir, loader(train), loader(valid))
+        .with_training_strategy(strategy.into())
+        .metric_train_numeric(LossMetric::new())
+        .metric_train_numeric(PenaltyMetric::new())
+        .metric_train_numeric(LiveStripesMetric::new())
+        .with_default_checkpointers()
+        .with_checkpointing_strategy(checkpointing)
+        .with_application_logger(None)
+        .num_epochs(EPOCHS);
+    if let Some(steps) = accumulation {
+        training = training.grads_accumulation(steps);
+    }
+    training.launch(Learner::new(model, SgdConfig::new().init(), LR))
+}
+
+/// The values of every trained float parameter, in visiting order. BatchNorm running statistics
+/// are left out: they are not trained, and under the multi-device strategy each worker's replica
+/// updates them from its own shard, so they follow another sequence of batch statistics than a
+/// one-device run (they only serve evaluation).
+#[derive(Default)]
+struct Values(Vec<Vec<f32>>, Vec<String>);
+
+impl ModuleVisitor for Values {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.1.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.1.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = self.1.last().map(String::as_str).unwrap_or_default();
+        if !name.starts_with("running_") {
+            self.0.push(param.val().to_data().iter::<f32>().collect());
+        }
+    }
+}
+
+fn values<M: Module>(model: &M) -> Vec<Vec<f32>> {
+    let mut visitor = Values::default();
+    model.visit(&mut visitor);
+    assert!(!visitor.0.is_empty(), "no parameter visited");
+    visitor.0
+}
+
+fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "parameter counts differ");
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+/// The multi-device strategy splits the dataset into one contiguous half per device and sums the
+/// two devices' gradients before one optimizer step. One device with gradient accumulation over
+/// two batches, fed the same batches in the same order, is the single-device run with the same
+/// global batch (2 × 16) and the same update. Both multi-device optimizers (on the main device,
+/// sharded) must end with the one-device masks and weights.
+#[test]
+fn two_devices_prune_like_one() {
+    let set = fashion_mnist();
+    let half = ITEMS / 2;
+    let natural: Vec<usize> = (0..ITEMS).collect();
+    let interleaved: Vec<usize> = (0..half / BATCH)
+        .flat_map(|k| {
+            let first = k * BATCH..(k + 1) * BATCH;
+            let second = half + k * BATCH..half + (k + 1) * BATCH;
+            first.chain(second)
+        })
+        .collect();
+    let initial = model();
+
+    let one_dir = artifacts("one");
+    let one = train(
+        PrunedModel::new(initial.clone(), pruner()),
+        set.select(&interleaved, "train"),
+        ExecutionStrategy::single(Device::flex()),
+        Some(2),
+        &one_dir,
+    );
+    assert!(one.error.is_none(), "{:?}", one.error);
+
+    let (one_model, one_pruner) = one.model.into_parts();
+    let steps = (EPOCHS * ITEMS / (2 * BATCH)) as u64;
+    assert_eq!(one_pruner.step(), steps);
+    let masks = one_pruner.state(&one_model).unwrap().dtc;
+    let live: usize = masks
+        .layers
+        .iter()
+        .flatten()
+        .map(|(_, stripes)| stripes.iter().filter(|s| **s).count())
+        .sum();
+    let total: usize = masks
+        .layers
+        .iter()
+        .flatten()
+        .map(|(_, stripes)| stripes.len())
+        .sum();
+    println!("live stripes after {steps} steps: {live} of {total}");
+    assert!(
+        0 < live && live < total,
+        "something pruned, not everything: {live} of {total}"
+    );
+
+    let mut dirs = vec![one_dir];
+    for (name, optim) in [
+        ("main-device", MultiDeviceOptim::OptimMainDevice),
+        ("sharded", MultiDeviceOptim::OptimSharded),
+    ] {
+        let dir = artifacts(name);
+        let two = train(
+            PrunedModel::new(initial.clone(), pruner()),
+            set.select(&natural, "train"),
+            ExecutionStrategy::multi(vec![Device::flex(), Device::flex()], optim),
+            None,
+            &dir,
+        );
+        assert!(two.error.is_none(), "{name}: {:?}", two.error);
+        let (two_model, two_pruner) = two.model.into_parts();
+        assert_eq!(two_pruner.step(), steps, "{name}");
+        // Same masks, bit for bit; same weights within 1e-6 (measured: equal).
+        assert_eq!(
+            two_pruner.state(&two_model).unwrap().dtc,
+            masks,
+            "{name}: masks differ"
+        );
+        let difference = max_difference(&values(&one_model), &values(&two_model));
+        println!("{name}: max |one device - two devices| over the parameters: {difference:e}");
+        assert!(difference <= 1e-6, "{name}: weights differ by {difference}");
+        assert_eq!(
+            fingerprint(&one_pruner, &one_model).unwrap(),
+            fingerprint(&two_pruner, &two_model).unwrap(),
+            "{name}"
+        );
+        dirs.push(dir);
+    }
+    let two_dir = dirs[1].clone();
+
+    // The pruner's metrics were logged per step.
+    let log = two_dir.join("train/epoch-1/Live_stripes.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let logged: Vec<f64> = text
+        .lines()
+        .map(|l| l.split(',').next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(!logged.is_empty(), "{} is empty", log.display());
+    assert!(
+        logged.iter().all(|v| (0.0..=100.0).contains(v)),
+        "{logged:?}"
+    );
+    assert!(two_dir.join("train/epoch-1/CDP_penalty.log").exists());
+
+    // The pruner state was saved beside the Learner's checkpoints (the last two epochs), and a
+    // resumed model gets it back.
+    let checkpoints = two_dir.join("checkpoint");
+    for epoch in 1..=EPOCHS {
+        let kept = epoch + 2 > EPOCHS;
+        assert_eq!(
+            checkpoints.join(format!("pruner-{epoch}.json")).exists(),
+            kept,
+            "pruner state of epoch {epoch}"
+        );
+        assert_eq!(
+            checkpoints.join(format!("model-{epoch}.bpk")).exists(),
+            kept
+        );
+    }
+    let earlier = load_pruner_state(&checkpoints, EPOCHS - 1).unwrap();
+    assert_eq!(earlier.step, steps / EPOCHS as u64 * (EPOCHS as u64 - 1));
+    let resumed = PrunedModel::resume(initial.clone(), &checkpoints, EPOCHS).unwrap();
+    assert_eq!(resumed.pruner().step(), steps);
+    assert_eq!(resumed.pruner().state(&initial).unwrap().dtc, masks);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Two replicas that share a ledger (clones of one model, as under DDP) and hold different
+/// skeletons: the second one's optimizer step stops training with a divergence error.
+#[test]
+fn diverged_replicas_stop_training() {
+    let first = PrunedModel::new(model(), pruner()).with_check_every(1);
+    let second = first.clone();
+    let set = fashion_mnist();
+    let items: Vec<ImageItem> = (0..8)
+        .map(|i| Dataset::<ImageItem, DataError>::get(&set, i).unwrap())
+        .collect();
+    let batch = ImageBatcher::new(Normalization::fashion_mnist(), None, 0).images(
+        &items,
+        &mut texprune::data::SplitMix64(0),
+        &Device::flex().autodiff(),
+    );
+    let mut optim = SgdConfig::new().init();
+    let grads = TrainStep::step(&first, batch.clone()).grads;
+    let first = first.optimize(&mut optim, LR.into(), grads);
+    // The second replica steps with other gradients: its skeletons and masks differ.
+    let other = TrainStep::step(&second, batch.clone()).grads;
+    let other = scale(other, &second, 10.0);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        second.optimize(&mut SgdConfig::new().init(), LR.into(), other)
+    }));
+    let message = result
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .expect("the diverged replica must stop");
+    assert!(message.contains("replicas diverged at step 1"), "{message}");
+    // The first replica's ledger entry is the one compared against.
+    let expected = fingerprint(first.pruner(), first.model()).unwrap();
+    let error = first.ledger().check(1, expected ^ 1).unwrap_err();
+    assert!(matches!(
+        error,
+        PruneError::ReplicaDivergence { step: 1, .. }
+    ));
+}
+
+/// `grads` times `factor`, for every parameter of `model`.
+fn scale<M: Module>(grads: GradientsParams, model: &M, factor: f64) -> GradientsParams {
+    struct Scale {
+        grads: GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut visitor = Scale { grads, factor };
+    model.visit(&mut visitor);
+    visitor.grads
+}
