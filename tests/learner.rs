@@ -75,6 +75,7 @@ fn train(
     train: ImageSet,
     strategy: ExecutionStrategy,
     accumulation: Option<usize>,
+    resume: Option<usize>,
     dir: &Path,
 ) -> LearningResult<PrunedModel<Vgg>> {
     let valid = fashion_mnist().select(&(ITEMS..ITEMS + 32).collect::<Vec<_>>(), "valid");
@@ -90,6 +91,9 @@ fn train(
         .num_epochs(EPOCHS);
     if let Some(steps) = accumulation {
         training = training.grads_accumulation(steps);
+    }
+    if let Some(epoch) = resume {
+        training = training.checkpoint(epoch);
     }
     training.launch(Learner::new(model, SgdConfig::new().init(), LR))
 }
@@ -161,6 +165,7 @@ fn two_devices_prune_like_one() {
         set.select(&interleaved, "train"),
         ExecutionStrategy::single(Device::flex()),
         Some(2),
+        None,
         &one_dir,
     );
     assert!(one.error.is_none(), "{:?}", one.error);
@@ -197,6 +202,7 @@ fn two_devices_prune_like_one() {
             PrunedModel::new(initial.clone(), pruner()),
             set.select(&natural, "train"),
             ExecutionStrategy::multi(vec![Device::flex(), Device::flex()], optim),
+            None,
             None,
             &dir,
         );
@@ -255,6 +261,37 @@ fn two_devices_prune_like_one() {
     let resumed = PrunedModel::resume(initial.clone(), &checkpoints, EPOCHS).unwrap();
     assert_eq!(resumed.pruner().step(), steps);
     assert_eq!(resumed.pruner().state(&initial).unwrap().dtc, masks);
+
+    // Resuming the Learner at epoch 2 (model, optimizer and pruner) and running the last epoch
+    // again ends where the uninterrupted run ended.
+    let again = train(
+        PrunedModel::resume(initial.clone(), &checkpoints, EPOCHS - 1).unwrap(),
+        set.select(&natural, "train"),
+        ExecutionStrategy::multi(
+            vec![Device::flex(), Device::flex()],
+            MultiDeviceOptim::OptimMainDevice,
+        ),
+        None,
+        Some(EPOCHS - 1),
+        &two_dir,
+    );
+    assert!(again.error.is_none(), "resumed: {:?}", again.error);
+    let (again_model, again_pruner) = again.model.into_parts();
+    assert_eq!(again_pruner.step(), steps);
+    assert_eq!(
+        again_pruner.state(&again_model).unwrap().dtc,
+        masks,
+        "resumed: masks differ"
+    );
+    let difference = max_difference(&values(&one_model), &values(&again_model));
+    println!(
+        "resumed at epoch {}: max difference {difference:e}",
+        EPOCHS - 1
+    );
+    assert!(
+        difference <= 1e-6,
+        "resumed: weights differ by {difference}"
+    );
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
     }

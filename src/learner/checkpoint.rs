@@ -46,7 +46,6 @@ impl<S> PrunerCheckpointing<S> {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.directory).map_err(io)?;
         let json = serde_json::to_vec(&state).map_err(|e| io(e.into()))?;
         write_atomic(&path, &json).map_err(io)
     }
