@@ -33,16 +33,24 @@ impl Ledger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keeps `pruner` (for the layers `layers`) if it is at least as far as the one kept.
-    pub(crate) fn record_state(&self, pruner: &Pruner, layers: Vec<String>) {
+    /// Keeps `pruner` if it is at least as far as the one kept; the names of its layers come
+    /// from `layers` the first time only (they are the model's, and do not change).
+    pub(crate) fn record_state(
+        &self,
+        pruner: &Pruner,
+        layers: impl FnOnce() -> Result<Vec<String>, PruneError>,
+    ) -> Result<(), PruneError> {
         let mut entries = self.lock();
-        if entries
-            .latest
-            .as_ref()
-            .is_none_or(|(kept, _)| kept.step() <= pruner.step())
-        {
-            entries.latest = Some((pruner.clone(), layers));
-        }
+        let names = match entries.latest.take() {
+            Some((kept, names)) if kept.step() > pruner.step() => {
+                entries.latest = Some((kept, names));
+                return Ok(());
+            }
+            Some((_, names)) => names,
+            None => layers()?,
+        };
+        entries.latest = Some((pruner.clone(), names));
+        Ok(())
     }
 
     /// The state of the furthest pruner recorded (reads the device).

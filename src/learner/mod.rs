@@ -114,20 +114,38 @@ impl<M: Prunable> PrunedModel<M> {
         PrunerCheckpointing::new(directory.as_ref(), inner, self.ledger.clone())
     }
 
-    /// After an optimizer step: records the state for checkpoints and, on check steps, this
-    /// replica's fingerprint.
-    fn record(&self) -> Result<(), PruneError> {
-        let layers = self.pruner.layers(&self.model)?;
+    /// After the optimizer step: the pruned entries set to exactly 0, the state recorded for
+    /// checkpoints and, on check steps, this replica's fingerprint compared.
+    fn after_step(mut self) -> Self {
+        self.model = self.pruner.apply_masks(self.model);
+        or_stop(self.ledger.record_state(&self.pruner, || {
+            Ok(self
+                .pruner
+                .layers(&self.model)?
+                .into_iter()
+                .map(|l| l.name)
+                .collect())
+        }));
         let step = self.pruner.step();
-        self.ledger.record_state(
-            &self.pruner,
-            layers.iter().map(|l| l.name.clone()).collect(),
-        );
         if self.check_every > 0 && step.is_multiple_of(self.check_every) {
-            self.ledger
-                .check(step, fingerprint(&self.pruner, &self.model)?)?;
+            or_stop(
+                fingerprint(&self.pruner, &self.model).and_then(|f| self.ledger.check(step, f)),
+            );
         }
-        Ok(())
+        self
+    }
+
+    /// Logits and task loss of `batch`.
+    fn classify(&self, batch: ImageBatch) -> ClassificationOutput
+    where
+        M: Classifier,
+    {
+        let device = batch.images.device();
+        let logits = self.model.logits(batch.images);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(logits.clone(), batch.labels.clone());
+        ClassificationOutput::new(loss, logits, batch.labels)
     }
 }
 
@@ -142,18 +160,14 @@ impl<M: Prunable + Classifier + ModuleDisplay + 'static> TrainStep for PrunedMod
     type Output = PrunedOutput;
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<PrunedOutput> {
-        let device = batch.images.device();
         // The worker's replica lives on its own device; the masks come along.
-        let pruner = self.pruner.to_device(&device);
-        let logits = self.model.logits(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(logits.clone(), batch.labels.clone());
-        let fit = or_stop(pruner.gradients(&self.model, loss.clone()));
+        let pruner = self.pruner.to_device(&batch.images.device());
+        let classification = self.classify(batch);
+        let fit = or_stop(pruner.gradients(&self.model, classification.loss.clone()));
         TrainOutput {
             grads: fit.grads,
             item: PrunedOutput {
-                classification: ClassificationOutput::new(loss, logits, batch.labels),
+                classification,
                 summary: fit.summary,
             },
         }
@@ -166,10 +180,7 @@ impl<M: Prunable + Classifier + ModuleDisplay + 'static> TrainStep for PrunedMod
         mut grads: GradientsParams,
     ) -> Self {
         or_stop(self.pruner.advance(&self.model, &mut grads));
-        let mut this = optim.step(lr, self, grads);
-        this.model = this.pruner.apply_masks(this.model);
-        or_stop(this.record());
-        this
+        optim.step(lr, self, grads).after_step()
     }
 
     fn optimize_multi(
@@ -190,10 +201,7 @@ impl<M: Prunable + Classifier + ModuleDisplay + 'static> TrainStep for PrunedMod
         for (shard, _) in shards {
             or_stop(self.pruner.mask_gradients(&self.model, shard));
         }
-        let mut this = optim.step_multi(lr, self, grads);
-        this.model = this.pruner.apply_masks(this.model);
-        or_stop(this.record());
-        this
+        optim.step_multi(lr, self, grads).after_step()
     }
 }
 
@@ -202,11 +210,6 @@ impl<M: Prunable + Classifier + ModuleDisplay + 'static> InferenceStep for Prune
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        let device = batch.images.device();
-        let logits = self.model.logits(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(logits.clone(), batch.labels.clone());
-        ClassificationOutput::new(loss, logits, batch.labels)
+        self.classify(batch)
     }
 }
