@@ -19,9 +19,9 @@ use texprune::burn::tensor::Device;
 use texprune::perf::{random_stripe_masks, synthetic_batch};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
-use texprune::{Classifier, Compactable, Costed};
+use texprune::{Classifier, Costed, Prunable};
 
-fn model_group<M: Compactable + Classifier>(
+fn model_group<M: Prunable + Classifier + Costed>(
     group: &mut BenchmarkGroup<WallTime>,
     name: &str,
     model: M,
@@ -34,7 +34,7 @@ fn model_group<M: Compactable + Classifier>(
         });
         for removed in [0.0, 0.5, 0.75] {
             let masked = random_stripe_masks(model.clone(), removed, 7);
-            let compact = masked.clone().compact().unwrap();
+            let compact = texprune::compact(masked.clone()).unwrap();
             let ratio = masked.cost([32, 32]).macs() as f64 / compact.cost([32, 32]).macs() as f64;
             let id = format!("{name}/{batch}/compact_{:.0}pct_removed", removed * 100.0);
             println!("{id}: MAC ratio {ratio:.2}×");

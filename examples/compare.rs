@@ -34,7 +34,7 @@ use texprune::data::{
 use texprune::report::{Evaluation, RunReport, write_atomic};
 use texprune::zoo::human;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune::{Classifier, Compactable, Costed, Pruner, PrunerConfig, Quantity, Schedule, Target};
+use texprune::{Classifier, Costed, Pruner, PrunerConfig, Quantity, Schedule, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -330,7 +330,7 @@ fn run(
     let masked = model.valid();
     let compact = match &pruner {
         Some(p) => p.compact(masked.clone())?,
-        None => masked.compact()?,
+        None => texprune::compact(masked.clone())?,
     };
     let eval_batcher = ImageBatcher::new(normalization, None, 0);
     let eval = Evaluation {

@@ -28,7 +28,7 @@ use texprune::perf::{median, median_ms, random_stripe_masks, synthetic_batch};
 use texprune::report::write_atomic;
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::VggConfig;
-use texprune::{CdpConfig, Classifier, Compactable, Costed, DtcConfig, Pruner, PrunerConfig};
+use texprune::{CdpConfig, Classifier, Costed, DtcConfig, Prunable, Pruner, PrunerConfig};
 
 /// The performance table: the pruner's overhead on a training step, and compact against dense
 /// inference.
@@ -144,7 +144,7 @@ fn inference<M>(
     rows: &mut Vec<Inference>,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
-    M: Compactable + Classifier,
+    M: Prunable + Classifier + Costed,
 {
     let dense = model.valid();
     for (batch_size, runs) in [1, 64].into_iter().zip(runs) {
@@ -154,7 +154,7 @@ where
         });
         for removed in [0.0, 0.5, 0.75] {
             let masked = random_stripe_masks(dense.clone(), removed, 7);
-            let compact = masked.clone().compact()?;
+            let compact = texprune::compact(masked.clone())?;
             compact.check_input(x.dims())?;
             let compact_ms = median_ms(runs, || {
                 let _ = compact.logits(x.clone()).into_data();

@@ -49,8 +49,8 @@ use texprune::report::{Evaluation, RunReport, accuracy, write_atomic, write_run}
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{
-    CdpConfig, Classifier, Compactable, DtcConfig, Formula, Prunable, Pruner, PrunerConfig,
-    Quantity, Schedule, Target,
+    CdpConfig, Classifier, Costed, DtcConfig, Formula, Prunable, Pruner, PrunerConfig, Quantity,
+    Schedule, Target,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -417,7 +417,7 @@ fn run<M>(
     device: &Device,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
-    M: Compactable + Classifier,
+    M: Prunable + Classifier + Costed,
 {
     let start = Instant::now();
     let last_path = args.out.join("last.ckpt");
@@ -552,7 +552,7 @@ fn finish<M>(
     start: Instant,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
-    M: Compactable + Classifier,
+    M: Prunable + Classifier + Costed,
 {
     plot_texture(
         model,

@@ -21,7 +21,7 @@
 //! step the goal is `R` itself and δ is the smallest value found with `p(δ) ≥ R`, so the target
 //! is met (by at most the cost of the stripes that cross the threshold together); then the masks
 //! are frozen. The cost is measured on the compact model the masks give
-//! ([`Prunable::compact_cost`](crate::Prunable::compact_cost)), so FLOPs, MACs and params are
+//! (compaction's own plan under the candidate masks, `CostReport::of_plan`), so FLOPs, MACs and params are
 //! exact, not estimated.
 //!
 //! Why it is stable: there is no gain to tune and nothing integrates. Masks only grow and `p` is

@@ -52,8 +52,8 @@ pub use texprune_zoo as zoo;
 pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError};
 pub use texprune_zoo::{
-    Classifier, Compactable, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d,
-    SkeletonConv2dConfig, ZooError,
+    Activation, Classifier, CostReport, Costed, LayerKind, Prunable, PrunableLayers,
+    SkeletonConv2d, SkeletonConv2dConfig, ZooError, compact,
 };
 
 pub mod conformance;

@@ -8,7 +8,8 @@ use burn::tensor::{Device, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
 use texprune_dtc::{DtcConfig, DtcState, LayerMasks, ThresholdContainer};
-use texprune_zoo::{Compactable, Prunable, PrunableLayer};
+use texprune_zoo::compact::{CompactionPlan, LayerState};
+use texprune_zoo::{CostReport, Prunable, PrunableLayer, PrunableLayers};
 
 use crate::PruneError;
 use crate::budget::{ControlState, Phase, Quantity, Schedule, Target, boundary};
@@ -456,14 +457,15 @@ impl Pruner {
             return Ok(());
         };
         let (target, schedule) = (target.clone(), schedule.clone());
+        let probe = CostProbe::new(model, layers, target.quantity)?;
         if self.control.baseline.is_none() {
-            self.control.baseline = Some(self.measure(model, layers, &target, |_| None)?);
+            self.control.baseline = Some(probe.measure(layers, &target, |_| None)?);
         }
         let goal = target.remove * schedule.ramp(self.step);
         let current = self.dtc.config().threshold;
         let kept = match schedule.is_control_step(self.step) {
             true => None,
-            false => Some(self.removed_at(model, layers, &target, current)?),
+            false => Some(self.removed_at(&probe, layers, &target, current)?),
         };
         let last = self.step + 1 == schedule.warmup_steps + schedule.prune_steps;
         self.control.removed = match kept {
@@ -472,7 +474,7 @@ impl Pruner {
                 let mut tried = Vec::new();
                 let start = if current > 0.0 { current } else { 1e-2 };
                 let (lo, hi) = boundary(start, 16, |delta| {
-                    let removed = self.removed_at(model, layers, &target, delta)?;
+                    let removed = self.removed_at(&probe, layers, &target, delta)?;
                     tried.push((delta, removed));
                     Ok::<_, PruneError>(removed <= goal)
                 })?;
@@ -485,7 +487,7 @@ impl Pruner {
                 self.set_threshold(delta)?;
                 match tried.iter().find(|(d, _)| *d == delta) {
                     Some(&(_, removed)) => removed,
-                    None => self.removed_at(model, layers, &target, delta)?,
+                    None => self.removed_at(&probe, layers, &target, delta)?,
                 }
             }
         };
@@ -493,9 +495,9 @@ impl Pruner {
     }
 
     /// The fraction of the target's quantity removed if DTC ran now with base threshold `delta`.
-    fn removed_at<M: Prunable>(
+    fn removed_at(
         &self,
-        model: &M,
+        probe: &CostProbe,
         layers: &[PrunableLayer],
         target: &Target,
         delta: f64,
@@ -508,40 +510,13 @@ impl Pruner {
                     .then(|| self.dtc.preview(index, l.skeleton.clone(), delta))
             })
             .collect();
-        let value = self.measure(model, layers, target, |index| masks[index].as_ref())?;
+        let value = probe.measure(layers, target, |index| masks[index].as_ref())?;
         let baseline = self.control.baseline.unwrap_or(value);
         Ok(if baseline > 0.0 {
             1.0 - value / baseline
         } else {
             0.0
         })
-    }
-
-    /// The target's quantity for `model` under `masks` (per layer index; None: unmasked).
-    fn measure<'a, M: Prunable>(
-        &self,
-        model: &M,
-        layers: &[PrunableLayer],
-        target: &Target,
-        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
-    ) -> Result<f64, PruneError> {
-        if target.quantity == Quantity::Stripes {
-            return Ok(Self::live_counts(layers, masks).0 as f64);
-        }
-        let masked = model.clone().map(&mut Self::mapper(layers, masks));
-        let cost = masked.compact_cost(target.input_size)?.ok_or_else(|| {
-            PruneError::Budget(format!(
-                "the model does not count its {} (implement `Prunable::compact_cost`, or target \
-                 stripes)",
-                target.quantity.name()
-            ))
-        })?;
-        Ok(match target.quantity {
-            Quantity::Flops => cost.flops(),
-            Quantity::Macs => cost.macs(),
-            Quantity::Params => cost.params(),
-            Quantity::Stripes => unreachable!("counted above"),
-        } as f64)
     }
 
     /// A mapper that zeroes, per thresholded layer, the skeleton entries and coupled BatchNorm
@@ -573,11 +548,21 @@ impl Pruner {
         model.map(&mut Self::mapper(&layers, |index| self.dtc.masks(index)))
     }
 
-    /// The compact inference model of `model` under the masks in force: the masks are applied,
-    /// then dead stripes, filters and blocks are removed physically (METHOD §5). Its output
+    /// The compact inference model of `model` under the masks in force, of `model`'s own type:
+    /// the masks are applied, then dead stripes, channels and branches are removed physically
+    /// and every conv runs stripe-wise ([`texprune_zoo::compact()`], METHOD §5). Its output
     /// equals the masked model's.
-    pub fn compact<M: Compactable>(&self, model: M) -> Result<M::Compact, PruneError> {
-        Ok(self.apply_masks(model).compact()?)
+    pub fn compact<M: Prunable>(&self, model: M) -> Result<M, PruneError> {
+        Ok(texprune_zoo::compact(self.apply_masks(model))?)
+    }
+
+    /// The cost of the compact model `model` gives under the masks in force, from its
+    /// declaration (each conv at the input size of its last forward pass): what a FLOPs, MACs
+    /// or params target counts.
+    pub fn compact_cost<M: Prunable>(&self, model: &M) -> Result<CostReport, PruneError> {
+        let layers = self.layers(model)?;
+        let probe = CostProbe::new(model, &layers, Quantity::Flops)?;
+        probe.cost(&layers, |index| self.dtc.masks(index))
     }
 
     /// Live stripes and filters of the thresholded layers under `masks` (per layer index; a
@@ -694,4 +679,88 @@ fn read_scalars(loss: Tensor<1>, penalty: Option<Tensor<1>>) -> (f64, f64) {
 
 fn scalar(t: Tensor<1>) -> f64 {
     t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+/// The cost of the compact model under candidate masks, from the declaration and host copies of
+/// the skeletons, biases and norms read once (no weight is read or built): what the controller
+/// evaluates for every δ it tries.
+struct CostProbe {
+    declaration: PrunableLayers,
+    states: Vec<LayerState>,
+    /// For each declared conv, its index among the pruner's layers (None: exempt).
+    pruned: Vec<Option<usize>>,
+}
+
+impl CostProbe {
+    /// Reads the states, unless `quantity` is stripes (which needs none).
+    fn new<M: Prunable>(
+        model: &M,
+        layers: &[PrunableLayer],
+        quantity: Quantity,
+    ) -> Result<Self, PruneError> {
+        let declaration = model.collect_prunable();
+        let states = match quantity {
+            Quantity::Stripes => Vec::new(),
+            _ => declaration
+                .iter()
+                .map(LayerState::read)
+                .collect::<Result<_, _>>()?,
+        };
+        let pruned = declaration
+            .iter()
+            .map(|d| layers.iter().position(|l| l.name == d.name))
+            .collect();
+        Ok(Self {
+            declaration,
+            states,
+            pruned,
+        })
+    }
+
+    /// The cost under `masks` (per pruner layer index; None: unmasked).
+    fn cost<'a>(
+        &self,
+        layers: &[PrunableLayer],
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> Result<CostReport, PruneError> {
+        let host = |t: Tensor<1, burn::tensor::Bool>| -> Vec<bool> {
+            t.into_data().iter::<bool>().collect()
+        };
+        let states: Vec<LayerState> = self
+            .states
+            .iter()
+            .zip(&self.pruned)
+            .map(
+                |(state, index)| match index.filter(|&i| layers[i].thresholded).and_then(&masks) {
+                    Some(m) => state.masked(
+                        &host(m.stripes.clone().flatten(0, 2)),
+                        &host(m.alive.clone()),
+                        layers[index.unwrap_or(0)].norm.is_some(),
+                    ),
+                    None => state.clone(),
+                },
+            )
+            .collect();
+        let plan = CompactionPlan::new(&self.declaration, &states)?;
+        Ok(CostReport::of_plan(&self.declaration, &plan)?)
+    }
+
+    /// The target's quantity under `masks` (per pruner layer index; None: unmasked).
+    fn measure<'a>(
+        &self,
+        layers: &[PrunableLayer],
+        target: &Target,
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> Result<f64, PruneError> {
+        if target.quantity == Quantity::Stripes {
+            return Ok(Pruner::live_counts(layers, masks).0 as f64);
+        }
+        let cost = self.cost(layers, masks)?;
+        Ok(match target.quantity {
+            Quantity::Flops => cost.flops(),
+            Quantity::Macs => cost.macs(),
+            Quantity::Params => cost.params(),
+            Quantity::Stripes => unreachable!("counted above"),
+        } as f64)
+    }
 }

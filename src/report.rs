@@ -8,7 +8,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
-use texprune_zoo::{Classifier, Compactable, CostReport, Costed, ZooError};
+use texprune_zoo::{Classifier, CostReport, Costed, ZooError};
 
 /// A measurement that cannot be made: the data cannot be read, or does not fit the model.
 #[derive(Debug, thiserror::Error)]
@@ -157,11 +157,11 @@ impl RunReport {
     /// `dataset`, `model`, `epochs` and `wall_seconds` are left for the caller to fill.
     pub fn measure<M, D>(
         masked: &M,
-        compact: &M::Compact,
+        compact: &M,
         eval: &Evaluation<D>,
     ) -> Result<(RunReport, CostReport, CostReport), MeasureError>
     where
-        M: Compactable + Classifier,
+        M: Classifier + Costed,
         D: Dataset<ImageItem, DataError>,
     {
         let (dense, small) = (masked.cost(eval.input_size), compact.cost(eval.input_size));

@@ -29,7 +29,7 @@ use texprune::data::SplitMix64;
 use texprune::perf::{random_stripe_masks, synthetic_batch};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune::{CdpConfig, Classifier, Compactable, DtcConfig, PruneError, Pruner, PrunerConfig};
+use texprune::{CdpConfig, Classifier, DtcConfig, Prunable, PruneError, Pruner, PrunerConfig};
 
 fn read<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().iter::<f64>().collect()
@@ -61,9 +61,9 @@ fn conformance(device: &Device) {
 }
 
 /// Logits of `compact` equal those of `masked` on a fixed batch, within 1e-4 · max|logit|.
-fn assert_same_logits<M: Compactable + Classifier>(what: &str, masked: M, device: &Device) {
+fn assert_same_logits<M: Prunable + Classifier>(what: &str, masked: M, device: &Device) {
     let (x, _) = synthetic_batch(3, [3, 32, 32], 10, 5, device);
-    let compact = masked.clone().compact().unwrap();
+    let compact = texprune::compact(masked.clone()).unwrap();
     let (dense, small) = (masked.logits(x.clone()), compact.logits(x));
     let scale = read(dense.clone().abs().max())[0].max(1.0);
     let err = read((dense - small).abs().max())[0];

@@ -13,8 +13,8 @@ use texprune::checkpoint;
 use texprune::data::{ImageBatch, ImageBatcher, ImageSet, Normalization, Split, mnist};
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{
-    CdpConfig, Classifier, Costed, DtcConfig, Phase, Prunable, PruneError, Pruner, PrunerConfig,
-    Quantity, Schedule, StepSummary, Target,
+    CdpConfig, Classifier, CostReport, DtcConfig, Phase, Prunable, PruneError, Pruner,
+    PrunerConfig, Quantity, Schedule, StepSummary, Target,
 };
 
 const STEPS: u64 = 70;
@@ -80,9 +80,13 @@ fn train(
     summaries
 }
 
+/// FLOPs removed by compaction, counted as the controller counts them (the declaration's convs,
+/// norms and classifier at the training input size).
 fn removed_flops(pruner: &Pruner, model: &Vgg) -> f64 {
-    let dense = model.cost([28, 28]).flops() as f64;
-    let compact = pruner.compact(model.valid()).unwrap().cost([28, 28]);
+    let fresh = self::model(&Device::default());
+    let _ = fresh.logits(Tensor::zeros([1, 1, 28, 28], &Device::default()));
+    let dense = CostReport::of_model(&fresh).unwrap().flops() as f64;
+    let compact = CostReport::of_model(&pruner.compact(model.valid()).unwrap()).unwrap();
     1.0 - compact.flops() as f64 / dense
 }
 

@@ -19,10 +19,10 @@ use burn::module::{Param, RunningState};
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
-use texprune_zoo::compact::{StripeConv2d, StripeConvPlan};
+use texprune_zoo::compact::StripeLayout;
 use texprune_zoo::resnet::{ResNet, ResNetConfig};
 use texprune_zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune_zoo::{Classifier, Compactable, CostReport, Costed, LayerKind, SkeletonConv2d};
+use texprune_zoo::{Classifier, CostReport, Costed, LayerKind, Prunable, SkeletonConv2d};
 
 use super::{
     ConformanceError, NanRule, Report, data, field, flatten, format_err, number, tensor, values,
@@ -240,35 +240,31 @@ struct Compacted {
     masked_output: Option<Tensor<2>>,
     dense: CostReport,
     compact: CostReport,
-    convs: Vec<(String, StripeConvPlan)>,
+    convs: Vec<(String, StripeLayout)>,
     folded: Vec<String>,
 }
 
-/// Compacts `model` and measures both sides; `describe` names the compact convs and the folded
-/// blocks.
-fn measure<M: Compactable + Classifier>(
+/// Compacts `model` and measures both sides; `folded` names the folded blocks.
+fn measure<M: Prunable + Classifier + Costed>(
     model: &M,
     x: Option<Tensor<4>>,
     hw: [usize; 2],
-    describe: impl Fn(&M::Compact) -> (Vec<(String, StripeConvPlan)>, Vec<String>),
+    folded: impl Fn(&M) -> Vec<String>,
 ) -> Result<Compacted, ConformanceError> {
-    let compact = model.compact().map_err(|e| format_err(e.to_string()))?;
-    let (convs, folded) = describe(&compact);
+    let compact = texprune_zoo::compact(model.clone()).map_err(|e| format_err(e.to_string()))?;
+    let convs = compact
+        .collect_prunable()
+        .iter()
+        .map(|l| (l.name.clone(), StripeLayout::of_layer(l)))
+        .collect();
     Ok(Compacted {
         masked_output: x.clone().map(|x| model.logits(x)),
         output: x.map(|x| compact.logits(x)),
         dense: model.cost(hw),
         compact: compact.cost(hw),
         convs,
-        folded,
+        folded: folded(&compact),
     })
-}
-
-fn plans(named: Vec<(String, &StripeConv2d)>) -> Vec<(String, StripeConvPlan)> {
-    named
-        .into_iter()
-        .map(|(n, c)| (n, c.plan.clone()))
-        .collect()
 }
 
 fn compact(
@@ -277,10 +273,8 @@ fn compact(
     hw: [usize; 2],
 ) -> Result<Compacted, ConformanceError> {
     match model {
-        Model::Vgg(m) => measure(m.as_ref(), x, hw, |c| (plans(c.named_convs()), Vec::new())),
-        Model::ResNet(m) => measure(m.as_ref(), x, hw, |c| {
-            (plans(c.named_convs()), c.folded_blocks())
-        }),
+        Model::Vgg(m) => measure(m.as_ref(), x, hw, |_| Vec::new()),
+        Model::ResNet(m) => measure(m.as_ref(), x, hw, ResNet::folded_blocks),
     }
 }
 
@@ -433,7 +427,7 @@ fn check_case(
             result.folded
         ));
     }
-    let ours: HashMap<&str, &StripeConvPlan> =
+    let ours: HashMap<&str, &StripeLayout> =
         result.convs.iter().map(|(n, p)| (n.as_str(), p)).collect();
     for entry in structure {
         let module = field(entry, "module")?

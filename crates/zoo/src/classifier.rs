@@ -3,7 +3,6 @@
 use burn::tensor::Tensor;
 
 use crate::ZooError;
-use crate::compact::{CompactResNet, CompactVgg};
 use crate::resnet::ResNet;
 use crate::vgg::{Vgg, VggLayer};
 
@@ -35,18 +34,16 @@ fn check_images(shape: [usize; 4], channels: usize) -> Result<(), ZooError> {
 }
 
 /// A VGG's classifier takes `C_last · (H >> pools) · (W >> pools)` features.
-fn check_vgg(
-    shape: [usize; 4],
-    channels: usize,
-    layers: &[VggLayer],
-    features: usize,
-) -> Result<(), ZooError> {
+fn check_vgg(vgg: &Vgg, shape: [usize; 4]) -> Result<(), ZooError> {
+    let channels = vgg.convs[0].weight_dims()[1];
+    let features = vgg.classifier.weight.dims()[0];
     check_images(shape, channels)?;
-    let pools = layers.iter().filter(|l| **l == VggLayer::MaxPool).count();
-    let last = layers.iter().rev().find_map(|l| match l {
-        VggLayer::Conv(n) => Some(*n),
-        VggLayer::MaxPool => None,
-    });
+    let pools = vgg
+        .layers
+        .iter()
+        .filter(|l| **l == VggLayer::MaxPool)
+        .count();
+    let last = vgg.convs.last().map(|c| c.weight_dims()[0]);
     let [_, _, h, w] = shape;
     let (h, w) = (
         h.checked_shr(pools as u32).unwrap_or(0),
@@ -71,21 +68,7 @@ impl Classifier for Vgg {
     }
 
     fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError> {
-        let channels = self.convs[0].weight.dims()[1];
-        let features = self.classifier.weight.dims()[0];
-        check_vgg(shape, channels, &self.layers, features)
-    }
-}
-
-impl Classifier for CompactVgg {
-    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward(images)
-    }
-
-    fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError> {
-        let channels = self.convs[0].plan.in_channels;
-        let features = self.classifier.weight.dims()[0];
-        check_vgg(shape, channels, &self.layers, features)
+        check_vgg(self, shape)
     }
 }
 
@@ -97,16 +80,6 @@ impl Classifier for ResNet {
     /// Global average pooling takes any height and width.
     fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError> {
         check_images(shape, self.conv1.weight.dims()[1])
-    }
-}
-
-impl Classifier for CompactResNet {
-    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward(images)
-    }
-
-    fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError> {
-        check_images(shape, self.conv1.plan.in_channels)
     }
 }
 

@@ -17,8 +17,8 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::SkeletonConv2d;
-use crate::compact::StripeConv2d;
+use crate::compact::{CompactionPlan, StripeLayout};
+use crate::{Prunable, PrunableLayers, SkeletonConv2d, ZooError};
 
 /// A model whose params, FLOPs and MACs can be counted.
 pub trait Costed {
@@ -165,7 +165,8 @@ impl CostReport {
         );
     }
 
-    /// The skeleton conv `conv` on an `hw` input; returns its output size.
+    /// The skeleton conv `conv` on an `hw` input, dense or stripe-wise as it executes;
+    /// returns its output size.
     pub(crate) fn skeleton_conv(
         &mut self,
         name: &str,
@@ -175,30 +176,63 @@ impl CostReport {
         let [cout, cin, kh, kw] = conv.weight_dims();
         let out = output_size(hw, [kh, kw], conv.stride, conv.padding);
         let bias = conv.bias.is_some();
-        self.conv(name, [cin, cout], [kh, kw], conv.stride, out, bias);
+        if conv.is_stripe_wise() {
+            let stripes = StripeLayout::of(conv).live_stripes();
+            self.stripe_conv(name, [cin, cout], stripes, [kh, kw], conv.stride, out, bias);
+        } else {
+            self.conv(name, [cin, cout], [kh, kw], conv.stride, out, bias);
+        }
         out
     }
 
-    /// The stripe-wise conv `conv` on an `hw` input; returns its output size.
-    pub(crate) fn compact_conv(
-        &mut self,
-        name: &str,
-        conv: &StripeConv2d,
-        hw: [usize; 2],
-    ) -> [usize; 2] {
-        let p = &conv.plan;
-        let out = p.output_size(hw);
-        let channels = [p.in_channels, p.out_channels];
-        self.stripe_conv(
-            name,
-            channels,
-            p.live_stripes(),
-            p.kernel_size,
-            p.stride,
-            out,
-            p.bias,
-        );
-        out
+    /// The cost of the model `layers` declare once compacted by `plan`: every declared conv
+    /// (at the input size of its last forward pass), its norm, and every declared linear layer.
+    /// A conv that keeps all its stripes and channels and is not marked stripe-wise counts as
+    /// the dense conv it is.
+    pub fn of_plan(layers: &PrunableLayers, plan: &CompactionPlan) -> Result<Self, ZooError> {
+        let mut report = None;
+        for (layer, conv) in layers.iter().zip(&plan.convs) {
+            let hw = layer.input_size.ok_or_else(|| ZooError::Unmeasured {
+                layer: layer.name.clone(),
+            })?;
+            let [cout, cin, kh, kw] = layer.weight_dims();
+            let report = report.get_or_insert_with(|| Self::new([cin, hw[0], hw[1]]));
+            let out = output_size(hw, [kh, kw], layer.stride, layer.padding);
+            let channels = [conv.inputs.len(), conv.kept.len()];
+            let stripes = conv.live_stripes();
+            let marked = layer.execution.0.clone().into_scalar::<i64>() != 0;
+            let bias = layer.bias.is_some();
+            if !marked && channels == [cin, cout] && stripes == cout * kh * kw {
+                report.conv(&layer.name, channels, [kh, kw], layer.stride, out, bias);
+            } else {
+                report.stripe_conv(
+                    &layer.name,
+                    channels,
+                    stripes,
+                    [kh, kw],
+                    layer.stride,
+                    out,
+                    bias,
+                );
+            }
+            if let Some(norm) = &layer.norm {
+                report.norm(&norm.name, conv.kept.len(), out);
+            }
+        }
+        let mut report =
+            report.ok_or(ZooError::Declaration("the model declares no conv".into()))?;
+        for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
+            let [_, d_out] = linear.weight.dims();
+            report.linear_layer(&linear.name, rows.len(), d_out, linear.bias);
+        }
+        Ok(report)
+    }
+
+    /// The cost of `model` as compaction would leave it (for a compacted model: as it is),
+    /// from its declaration; each conv counts at the input size of its last forward pass.
+    pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ZooError> {
+        let layers = model.collect_prunable();
+        Self::of_plan(&layers, &CompactionPlan::of(&layers)?)
     }
 
     /// BatchNorm over `channels` maps of size `hw`.
@@ -236,17 +270,18 @@ impl CostReport {
 
     /// A linear layer `d_in → d_out` with bias.
     pub(crate) fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
+        self.linear_layer(name, d_in, d_out, true);
+    }
+
+    /// A linear layer `d_in → d_out`, with or without a bias.
+    fn linear_layer(&mut self, name: &str, d_in: usize, d_out: usize, bias: bool) {
         let weights = (d_in * d_out) as u64;
+        let bias = if bias { d_out as u64 } else { 0 };
         self.push(
             name,
             LayerKind::Linear,
             format!("{d_in}→{d_out}"),
-            [
-                weights + d_out as u64,
-                0,
-                2 * weights + d_out as u64,
-                weights,
-            ],
+            [weights + bias, 0, 2 * weights + bias, weights],
         );
     }
 

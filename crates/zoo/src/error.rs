@@ -38,4 +38,13 @@ pub enum ZooError {
         /// Which values.
         what: &'static str,
     },
+    /// A model's declaration ([`Prunable`](crate::Prunable)) is inconsistent.
+    #[error("invalid declaration: {0}")]
+    Declaration(String),
+    /// Cost needs a layer's input size, known once a forward pass ran.
+    #[error("the input size of `{layer}` is not known: run one forward pass before counting cost")]
+    Unmeasured {
+        /// Path of the layer.
+        layer: String,
+    },
 }

@@ -4,12 +4,14 @@
 //! - [`SkeletonConv2d`]: a convolution with a learnable per-filter skeleton `S [Cout, kh, kw]`,
 //!   forward `conv2d(x, W ⊙ S[:, None])`;
 //! - [`Prunable`] / [`PrunableLayers`]: a model lists its prunable layers, which of them are
-//!   thresholded, and which BatchNorm each one drives — a few lines per model, no name matching;
+//!   thresholded, which BatchNorm each one drives, and who reads its channels — a few lines per
+//!   model, no name matching;
+//! - [`compact()`]: one generic pass that compacts any [`Prunable`] model into the same type,
+//!   with stripe-wise convs and dead channels removed, and the same output (METHOD §5);
+//! - [`CostReport`]: params, FLOPs and MACs per layer (METHOD §6), for any declared model
+//!   ([`CostReport::of_model`]) or in the reference's convention for the zoo ([`Costed`]);
 //! - [`vgg`] and [`resnet`]: CIFAR VGG, CIFAR ResNet (as in the reference code) and ImageNet
-//!   ResNet-18/34/50/101/152, declaring the reference's thresholding and coupling rules;
-//! - [`compact`]: physical compaction into stripe-wise inference models with the same output
-//!   (METHOD §5);
-//! - [`CostReport`]: params, FLOPs and MACs per layer (METHOD §6).
+//!   ResNet-18/34/50/101/152, declaring the reference's thresholding and coupling rules.
 //!
 //! The zoo knows layers and couplings, not the pruner.
 
@@ -23,8 +25,10 @@ mod skeleton_conv;
 pub mod vgg;
 
 pub use classifier::Classifier;
-pub use compact::Compactable;
+pub use compact::compact;
 pub use cost::{CostReport, Costed, LayerCost, LayerKind, human};
 pub use error::ZooError;
-pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers};
+pub use prunable::{
+    Activation, CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear,
+};
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};

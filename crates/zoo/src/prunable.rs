@@ -1,13 +1,13 @@
-//! How a model declares its prunable layers and their couplings.
+//! How a model declares its prunable layers, their couplings and who reads their channels.
 
-use burn::module::{Module, ParamId};
-use burn::nn::BatchNorm;
-use burn::tensor::Tensor;
+use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
+use burn::nn::{BatchNorm, Linear};
+use burn::tensor::{Int, Tensor};
 
-use crate::{CostReport, SkeletonConv2d, ZooError};
+use crate::SkeletonConv2d;
 
 /// The BatchNorm that directly follows a prunable conv: its `γ` and `β` channels die with the
-/// conv's filters (METHOD §4, step 3).
+/// conv's filters (METHOD §4, step 3), and compaction keeps only its live channels.
 #[derive(Debug, Clone)]
 pub struct CoupledNorm {
     /// Path of the norm in the model (for reports and state files).
@@ -20,6 +20,49 @@ pub struct CoupledNorm {
     pub beta: Tensor<1>,
     /// Id of `β`.
     pub beta_id: ParamId,
+    /// Running mean `μ`, shape `[Cout]`.
+    pub running_mean: Tensor<1>,
+    /// Id of `μ`.
+    pub running_mean_id: ParamId,
+    /// Running variance `σ²`, shape `[Cout]`.
+    pub running_var: Tensor<1>,
+    /// Id of `σ²`.
+    pub running_var_id: ParamId,
+    /// `ε`.
+    pub epsilon: f64,
+}
+
+/// The id of a running statistic (which `RunningState` keeps private, but shows visitors).
+fn running_id(state: &RunningState<Tensor<1>>) -> ParamId {
+    struct Id(Option<ParamId>);
+    impl ModuleVisitor for Id {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 = Some(param.id);
+        }
+    }
+    let mut id = Id(None);
+    state.visit(&mut id);
+    id.0.expect("a running state visits its one tensor")
+}
+
+/// The activation a layer's output (after its norm) goes through before its consumers read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// None: a silent channel is removable when `bn(0) = 0`.
+    #[default]
+    Identity,
+    /// ReLU: a silent channel is removable when `relu(bn(0)) = 0`.
+    Relu,
+}
+
+impl Activation {
+    /// The activation of one value.
+    pub fn apply(self, v: f64) -> f64 {
+        match self {
+            Self::Identity => v,
+            Self::Relu => v.max(0.0),
+        }
+    }
 }
 
 /// One prunable conv as the pruner sees it: its tensors (in the model's graph), their ids, and
@@ -36,12 +79,27 @@ pub struct PrunableLayer {
     pub skeleton: Tensor<3>,
     /// Id of `S`.
     pub skeleton_id: ParamId,
+    /// The bias `[Cout]` and its id, if the conv has one.
+    pub bias: Option<(Tensor<1>, ParamId)>,
+    /// The execution marker (`[1]`, 1 once compacted) and its id.
+    pub execution: (Tensor<1, Int>, ParamId),
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding.
+    pub padding: [usize; 2],
+    /// The input `[height, width]` of the conv's last forward pass, if it ran.
+    pub input_size: Option<[usize; 2]>,
     /// Whether DTC thresholds this layer (false: penalised only, like the reference's
     /// projection shortcuts).
     pub thresholded: bool,
-    /// The BatchNorm whose channels follow this conv's filters, if its output channels can be
-    /// removed.
+    /// The BatchNorm whose channels follow this conv's filters.
     pub norm: Option<CoupledNorm>,
+    /// The activation after the norm.
+    pub activation: Activation,
+    /// Every layer (conv or linear, by name) that reads this conv's output channels. Empty: the
+    /// output goes somewhere undeclared (a residual stream, the model's output), so compaction
+    /// keeps every channel and removes dead stripes only.
+    pub consumers: Vec<String>,
 }
 
 impl PrunableLayer {
@@ -53,6 +111,11 @@ impl PrunableLayer {
             gamma_id: norm.gamma.id,
             beta: norm.beta.val(),
             beta_id: norm.beta.id,
+            running_mean: norm.running_mean.value(),
+            running_mean_id: running_id(&norm.running_mean),
+            running_var: norm.running_var.value(),
+            running_var_id: running_id(&norm.running_var),
+            epsilon: norm.epsilon,
         });
         self
     }
@@ -62,12 +125,51 @@ impl PrunableLayer {
         self.thresholded = false;
         self
     }
+
+    /// A ReLU follows the norm (or the conv, without a norm).
+    pub fn relu(&mut self) -> &mut Self {
+        self.activation = Activation::Relu;
+        self
+    }
+
+    /// Declares every layer that reads this conv's output channels, by name: the convs that
+    /// take them as input channels, or a linear layer that takes them flattened (after a global
+    /// pool, one row per channel; after a flatten of an `H×W` map, `H·W` rows per channel, in
+    /// `[C, H, W]` order). Between them only per-channel operations that keep zero at zero may
+    /// stand (max or average pooling, dropout).
+    ///
+    /// With the list complete, compaction removes the channels of dead filters whose output is
+    /// exactly zero, with their BatchNorm entries and the consumers' input slices (METHOD §5).
+    pub fn feeds<S: Into<String>>(&mut self, consumers: impl IntoIterator<Item = S>) -> &mut Self {
+        self.consumers.extend(consumers.into_iter().map(Into::into));
+        self
+    }
+
+    /// `[Cout, Cin, kh, kw]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.weight.dims()
+    }
+}
+
+/// A linear layer that reads a prunable conv's channels (declared with
+/// [`PrunableLayers::linear`]), so compaction can remove its input rows and cost can count it.
+#[derive(Debug, Clone)]
+pub struct PrunableLinear {
+    /// Path of the layer.
+    pub name: String,
+    /// `W [d_in, d_out]` (Burn's layout).
+    pub weight: Tensor<2>,
+    /// Id of `W`.
+    pub weight_id: ParamId,
+    /// Whether it has a bias.
+    pub bias: bool,
 }
 
 /// The prunable layers of a model, in forward order, filled by [`Prunable::prunable_layers`].
 #[derive(Debug, Clone, Default)]
 pub struct PrunableLayers {
     layers: Vec<PrunableLayer>,
+    linears: Vec<PrunableLinear>,
 }
 
 impl PrunableLayers {
@@ -79,43 +181,69 @@ impl PrunableLayers {
             weight_id: conv.weight.id,
             skeleton: conv.skeleton.val(),
             skeleton_id: conv.skeleton.id,
+            bias: conv.bias.as_ref().map(|b| (b.val(), b.id)),
+            execution: (conv.execution.val(), conv.execution.id),
+            stride: conv.stride,
+            padding: conv.padding,
+            input_size: conv.last_input_size(),
             thresholded: true,
             norm: None,
+            activation: Activation::Identity,
+            consumers: Vec::new(),
         });
         self.layers.last_mut().expect("just pushed")
     }
 
-    /// The layers, in the order they were declared.
+    /// Adds a linear layer named `name` that a conv [`feeds`](PrunableLayer::feeds) (or that
+    /// only counts in the cost).
+    pub fn linear(&mut self, name: impl Into<String>, linear: &Linear) {
+        self.linears.push(PrunableLinear {
+            name: name.into(),
+            weight: linear.weight.val(),
+            weight_id: linear.weight.id,
+            bias: linear.bias.is_some(),
+        });
+    }
+
+    /// The convs, in the order they were declared.
     pub fn iter(&self) -> core::slice::Iter<'_, PrunableLayer> {
         self.layers.iter()
     }
 
-    /// Number of layers.
+    /// The linear layers, in the order they were declared.
+    pub fn linears(&self) -> &[PrunableLinear] {
+        &self.linears
+    }
+
+    /// Number of convs.
     pub fn len(&self) -> usize {
         self.layers.len()
     }
 
-    /// Whether no layer was declared.
+    /// Whether no conv was declared.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
 
-    /// The layers, consumed.
+    /// The convs, consumed.
     pub fn into_vec(self) -> Vec<PrunableLayer> {
         self.layers
     }
 }
 
-/// A model whose convolutions can be pruned.
+/// A model whose convolutions can be pruned and compacted.
 ///
-/// Implement it by listing every [`SkeletonConv2d`] with its path, in forward order, coupling
-/// the BatchNorm that follows a conv whose filters may be removed:
+/// Implement it by listing every [`SkeletonConv2d`] with its path, in forward order, with the
+/// BatchNorm that follows it. That is enough for the penalty, the masks and a compaction that
+/// removes dead stripes. Declaring the activation and the consumers of a conv's output lets
+/// compaction remove dead channels too, and declaring the linear head lets cost count it:
 ///
 /// ```text
 /// impl Prunable for Net {
 ///     fn prunable_layers(&self, layers: &mut PrunableLayers) {
-///         layers.conv("conv1", &self.conv1).norm("bn1", &self.bn1);
-///         layers.conv("conv2", &self.conv2);
+///         layers.conv("conv1", &self.conv1).norm("bn1", &self.bn1).relu().feeds(["conv2"]);
+///         layers.conv("conv2", &self.conv2).norm("bn2", &self.bn2).relu().feeds(["fc"]);
+///         layers.linear("fc", &self.fc);
 ///     }
 /// }
 /// ```
@@ -128,15 +256,5 @@ pub trait Prunable: Module {
         let mut layers = PrunableLayers::default();
         self.prunable_layers(&mut layers);
         layers
-    }
-
-    /// The cost of the compact model this model becomes as it is (zero skeleton entries
-    /// removed, METHOD §5) for one `[height, width]` input, which lets a pruner aim at a FLOPs,
-    /// MACs or params target. `None` (the default) when the model cannot tell: only stripe
-    /// targets are available then. A [`Compactable`](crate::Compactable) model implements it as
-    /// `Ok(Some(self.compact()?.cost(input_size)))`.
-    fn compact_cost(&self, input_size: [usize; 2]) -> Result<Option<CostReport>, ZooError> {
-        let _ = input_size;
-        Ok(None)
     }
 }

@@ -15,8 +15,11 @@
 //! block (the output of every conv but the last) is configurable, as the reference's `cfg`.
 //!
 //! Pruning rules (METHOD §4), declared through [`Prunable`]: every conv but the shortcut convs is
-//! thresholded; the BN after each inner conv of a block is coupled (those channels can be
-//! removed); the stem and each block's last conv feed the residual stream, so their BNs are not.
+//! thresholded; the BN after each inner conv of a block is coupled and its channels, read only by
+//! the next conv of the block, can be removed; the stem and each block's last conv feed the
+//! residual stream (their channels are added to others and read by every later block), so their
+//! BNs are not coupled and their channels stay. A block whose last conv has no live stripe adds
+//! the constant `bn_last(0)`: compaction leaves that branch without a stripe to compute.
 //! Paths follow the reference / torchvision (`conv1`, `layer2.0.conv1`, `layer2.0.downsample.0`).
 
 use burn::config::Config;
@@ -28,9 +31,10 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::compact::StripeLayout;
+use crate::cost::output_size;
 use crate::{
-    Compactable, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d,
-    SkeletonConv2dConfig, ZooError,
+    CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError,
 };
 
 /// Which ResNet family.
@@ -289,6 +293,32 @@ impl Block {
         };
         relu(out + identity)
     }
+
+    /// After compaction, the constant `bn_last(bias)` the branch adds when its last conv has no
+    /// live stripe (`None` while the branch computes something).
+    pub fn folded_constant(&self) -> Option<Vec<f64>> {
+        let (conv, norm) = (self.convs.last()?, self.norms.last()?);
+        if !conv.is_stripe_wise() || StripeLayout::of(conv).live_stripes() > 0 {
+            return None;
+        }
+        let host = |t: Tensor<1>| t.into_data().iter::<f64>().collect::<Vec<_>>();
+        let [gamma, beta, mean, var] = [
+            norm.gamma.val(),
+            norm.beta.val(),
+            norm.running_mean.value(),
+            norm.running_var.value(),
+        ]
+        .map(host);
+        let bias = conv.bias.as_ref().map(|b| host(b.val()));
+        Some(
+            (0..gamma.len())
+                .map(|f| {
+                    let b = bias.as_ref().map_or(0.0, |b| b[f]);
+                    gamma[f] * (b - mean[f]) / (var[f] + norm.epsilon).sqrt() + beta[f]
+                })
+                .collect(),
+        )
+    }
 }
 
 /// ResNet with skeleton convolutions.
@@ -328,20 +358,23 @@ impl ResNet {
     }
 
     /// The reference's path of block `i`: `layer{stage}.{index}`.
-    pub fn block_path(&self, i: usize) -> String {
-        block_path(&self.stage_blocks, i)
-    }
-}
-
-/// `layer{stage}.{index}` of block `i` in a ResNet with `stage_blocks` blocks per stage.
-pub(crate) fn block_path(stage_blocks: &[usize], mut i: usize) -> String {
-    for (stage, &n) in stage_blocks.iter().enumerate() {
-        if i < n {
-            return format!("layer{}.{i}", stage + 1);
+    pub fn block_path(&self, mut i: usize) -> String {
+        for (stage, &n) in self.stage_blocks.iter().enumerate() {
+            if i < n {
+                return format!("layer{}.{i}", stage + 1);
+            }
+            i -= n;
         }
-        i -= n;
+        format!("block{i}")
     }
-    format!("block{i}")
+
+    /// Paths of the blocks whose residual branch compaction folded into a constant.
+    pub fn folded_blocks(&self) -> Vec<String> {
+        (0..self.blocks.len())
+            .filter(|&i| self.blocks[i].folded_constant().is_some())
+            .map(|i| self.block_path(i))
+            .collect()
+    }
 }
 
 impl Prunable for ResNet {
@@ -353,7 +386,10 @@ impl Prunable for ResNet {
             for (k, (conv, norm)) in block.convs.iter().zip(&block.norms).enumerate() {
                 let layer = layers.conv(format!("{path}.conv{}", k + 1), conv);
                 if k < last {
-                    layer.norm(format!("{path}.bn{}", k + 1), norm);
+                    layer
+                        .norm(format!("{path}.bn{}", k + 1), norm)
+                        .relu()
+                        .feeds([format!("{path}.conv{}", k + 2)]);
                 }
             }
             if let Some(s) = &block.shortcut {
@@ -362,10 +398,51 @@ impl Prunable for ResNet {
                     .not_thresholded();
             }
         }
+        layers.linear("fc", &self.fc);
     }
+}
 
-    fn compact_cost(&self, input_size: [usize; 2]) -> Result<Option<CostReport>, ZooError> {
-        Ok(Some(self.compact()?.cost(input_size)))
+impl Costed for ResNet {
+    /// In the reference's convention: a folded block counts its constant (params only) instead
+    /// of its branch; ReLU and pooling are functional there, so not counted.
+    fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
+        let mut report = CostReport::new([self.conv1.weight_dims()[1], h, w]);
+        let mut hw = report.skeleton_conv("conv1", &self.conv1, [h, w]);
+        report.norm("bn1", self.conv1.weight_dims()[0], hw);
+        if self.pool.is_some() {
+            hw = output_size(hw, [3, 3], [2, 2], [1, 1]);
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let path = self.block_path(i);
+            let mut out = hw;
+            match block.folded_constant() {
+                Some(constant) => {
+                    let nonzero = constant.iter().filter(|c| **c != 0.0).count();
+                    if nonzero > 0 {
+                        report.constant(&format!("{path}.constant"), constant.len());
+                    }
+                    // The branch's output size, for the blocks after it.
+                    for conv in &block.convs {
+                        let [_, _, kh, kw] = conv.weight_dims();
+                        out = output_size(out, [kh, kw], conv.stride, conv.padding);
+                    }
+                }
+                None => {
+                    for (k, conv) in block.convs.iter().enumerate() {
+                        out = report.skeleton_conv(&format!("{path}.conv{}", k + 1), conv, out);
+                        report.norm(&format!("{path}.bn{}", k + 1), conv.weight_dims()[0], out);
+                    }
+                }
+            }
+            if let Some(s) = &block.shortcut {
+                let o = report.skeleton_conv(&format!("{path}.downsample.0"), &s.conv, hw);
+                report.norm(&format!("{path}.downsample.1"), s.conv.weight_dims()[0], o);
+            }
+            hw = out;
+        }
+        let [d_in, d_out] = self.fc.weight.dims();
+        report.linear("fc", d_in, d_out);
+        report
     }
 }
 

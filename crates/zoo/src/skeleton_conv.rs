@@ -1,12 +1,15 @@
 //! The prunable convolution: a conv whose weight is scaled by a learnable filter skeleton.
 
+use std::sync::{Arc, Mutex};
+
 use burn::config::Config;
-use burn::module::{Content, DisplaySettings, Initializer, Module, ModuleDisplay, Param};
+use burn::module::{Content, DisplaySettings, Initializer, Module, ModuleDisplay, Param, ParamId};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::ZooError;
+use crate::compact::stripes;
 
 /// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
 ///
@@ -39,6 +42,12 @@ pub struct SkeletonConv2dConfig {
 ///
 /// Forward: `y = conv2d(x, W ⊙ S[:, None, :, :]) + b`. A *stripe* is `W[f, :, i, j]`; pruning it
 /// means `S[f, i, j] = 0`.
+///
+/// How the layer executes is a property of the layer: dense while it trains, stripe-wise once
+/// compaction ([`compact`](crate::compact::compact)) has marked it — then an inference forward
+/// (no autodiff) computes only the live stripes, position by position (METHOD §5), with the
+/// same output. A training forward of a compacted layer stays dense, which is exact too: the
+/// compacted weight is `W ⊙ S` and its skeleton the 0/1 indicator of the live stripes.
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct SkeletonConv2d {
@@ -48,10 +57,41 @@ pub struct SkeletonConv2d {
     pub skeleton: Param<Tensor<3>>,
     /// Optional bias, shape `[Cout]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// Execution marker, shape `[1]`: 0 dense, 1 stripe-wise (set by compaction, recorded with
+    /// the weights).
+    pub execution: Param<Tensor<1, Int>>,
     /// Stride.
     pub stride: [usize; 2],
     /// Zero padding.
     pub padding: [usize; 2],
+    /// What forward passes observed: the input size (for cost) and the marker's value.
+    #[module(skip)]
+    observed: Observed,
+}
+
+/// What a layer's forward passes observed, shared by the layer's clones (the layer's structure
+/// does not change between them).
+#[derive(Debug, Clone, Default)]
+struct Observed(Arc<Mutex<ObservedState>>);
+
+#[derive(Debug, Default)]
+struct ObservedState {
+    input_size: Option<[usize; 2]>,
+    /// The marker read for one marker id: compaction gives every marker it sets a fresh id, so
+    /// an id always has the same value.
+    execution: Option<(ParamId, bool)>,
+}
+
+impl Observed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ObservedState> {
+        // A poisoned lock only means a forward pass panicked elsewhere; the state is plain data.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A dense execution marker.
+fn dense_marker(device: &Device) -> Param<Tensor<1, Int>> {
+    Param::initialized(ParamId::new(), Tensor::zeros([1], device))
 }
 
 impl SkeletonConv2dConfig {
@@ -93,8 +133,10 @@ impl SkeletonConv2dConfig {
             weight,
             skeleton: Param::from_tensor(Tensor::ones([cout, kh, kw], device)),
             bias,
+            execution: dense_marker(device),
             stride: self.stride,
             padding: self.padding(),
+            observed: Observed::default(),
         })
     }
 
@@ -125,23 +167,37 @@ impl SkeletonConv2dConfig {
         if let Some(b) = &bias {
             expect("bias", vec![cout], b.dims().to_vec())?;
         }
+        let device = weight.device();
         Ok(SkeletonConv2d {
             weight: Param::from_tensor(weight),
             skeleton: Param::from_tensor(skeleton),
             bias: bias.map(Param::from_tensor),
+            execution: dense_marker(&device),
             stride: self.stride,
             padding: self.padding(),
+            observed: Observed::default(),
         })
     }
 }
 
 impl SkeletonConv2d {
-    /// `conv2d(x, W ⊙ S[:, None])`.
+    /// `conv2d(x, W ⊙ S[:, None])`: dense, or stripe-wise for a compacted layer outside
+    /// autodiff (same output).
     ///
     /// # Shapes
     /// - `input`: `[batch, Cin, H, W]`
     /// - output: `[batch, Cout, (H + 2 ph - kh) / sh + 1, (W + 2 pw - kw) / sw + 1]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let [_, _, h, w] = input.dims();
+        self.observed.lock().input_size = Some([h, w]);
+        if !input.is_autodiff() && self.is_stripe_wise() {
+            return stripes::forward(self, input);
+        }
+        self.forward_dense(input)
+    }
+
+    /// The dense forward pass `conv2d(x, W ⊙ S[:, None]) + b`, whatever the marker says.
+    pub fn forward_dense(&self, input: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val() * self.skeleton.val().unsqueeze_dim(1);
         conv2d(
             input,
@@ -154,6 +210,34 @@ impl SkeletonConv2d {
     /// `[Cout, Cin, kh, kw]`.
     pub fn weight_dims(&self) -> [usize; 4] {
         self.weight.dims()
+    }
+
+    /// This layer marked to execute stripe-wise (or dense) outside autodiff; the output is the
+    /// same either way. Compaction marks every conv it compacts.
+    #[cfg(test)]
+    pub(crate) fn with_stripe_execution(mut self, stripe_wise: bool) -> Self {
+        let device = self.weight.val().device();
+        let marker = Tensor::<1, Int>::zeros([1], &device) + i64::from(stripe_wise);
+        self.execution = Param::initialized(ParamId::new(), marker);
+        self
+    }
+
+    /// Whether compaction marked the layer stripe-wise.
+    pub fn is_stripe_wise(&self) -> bool {
+        let id = self.execution.id;
+        if let Some((seen, value)) = self.observed.lock().execution
+            && seen == id
+        {
+            return value;
+        }
+        let value = self.execution.val().into_scalar::<i64>() != 0;
+        self.observed.lock().execution = Some((id, value));
+        value
+    }
+
+    /// The input `[height, width]` of the last forward pass, if one ran.
+    pub fn last_input_size(&self) -> Option<[usize; 2]> {
+        self.observed.lock().input_size
     }
 }
 
@@ -172,6 +256,7 @@ impl ModuleDisplay for SkeletonConv2d {
             .add("kernel_size", &format!("{:?}", [kh, kw]))
             .add("stride", &format!("{:?}", self.stride))
             .add("padding", &format!("{:?}", self.padding))
+            .add("stripe_wise", &self.is_stripe_wise())
             .optional()
     }
 }

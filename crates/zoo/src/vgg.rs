@@ -4,19 +4,24 @@
 //! + BatchNorm + ReLU, or a 2×2 max pool; then a linear classifier on the flattened features.
 //!
 //! Layer paths follow the reference's `nn.Sequential` indices (`features.0`, `features.1`, …), so
-//! reports and state files line up with it. Every conv is thresholded and drives its BatchNorm.
+//! reports and state files line up with it. Every conv is thresholded and drives its BatchNorm;
+//! each conv's channels are read by the next conv (through a max pool, which keeps zero channels
+//! zero) or, for the last, by the classifier, so compaction removes dead channels everywhere.
+//! The layer list keeps the widths the model was built with; a compacted model's widths are its
+//! tensors'.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::compact::{max_pool_2x2, runs_on_host};
+use crate::cost::output_size;
 use crate::{
-    Compactable, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d,
-    SkeletonConv2dConfig, ZooError,
+    CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError,
 };
 
 /// One entry of a VGG layer list.
@@ -164,34 +169,91 @@ impl Vgg {
                     conv += 1;
                     relu(y)
                 }
-                VggLayer::MaxPool => self.pool.forward(x),
+                VggLayer::MaxPool => max_pool(&self.pool, x),
             };
         }
         self.classifier.forward(x.flatten(1, 3))
     }
-}
 
-impl Prunable for Vgg {
-    fn prunable_layers(&self, layers: &mut PrunableLayers) {
-        // Reference Sequential indices: conv i, bn i+1, relu i+2; a pool takes one index.
+    /// The reference's `Sequential` index `N` of each conv (`features.N`; its BatchNorm is
+    /// `N + 1`, its ReLU `N + 2`), in order.
+    fn conv_indices(&self) -> Vec<usize> {
         let mut index = 0;
-        let mut conv = 0;
+        let mut indices = Vec::new();
         for layer in &self.layers {
             match layer {
                 VggLayer::Conv(_) => {
-                    layers
-                        .conv(format!("features.{index}"), &self.convs[conv])
-                        .norm(format!("features.{}", index + 1), &self.norms[conv]);
-                    conv += 1;
+                    indices.push(index);
                     index += 3;
                 }
                 VggLayer::MaxPool => index += 1,
             }
         }
+        indices
     }
+}
 
-    fn compact_cost(&self, input_size: [usize; 2]) -> Result<Option<CostReport>, ZooError> {
-        Ok(Some(self.compact()?.cost(input_size)))
+/// The 2×2 max pool: on host memory on the CPU backends outside autodiff (Burn's pool also
+/// computes the argmax indices a backward pass would need: 17 % of a compact VGG-16's time),
+/// Burn's elsewhere.
+fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    if !runs_on_host(&x) {
+        return pool.forward(x);
+    }
+    let device = x.device();
+    let [n, c, h, w] = x.dims();
+    let data: Vec<f32> = x.into_data().try_into_vec().unwrap_or_default();
+    let out = max_pool_2x2(&data, [n * c, h, w]);
+    Tensor::from_data(TensorData::new(out, [n, c, h / 2, w / 2]), &device)
+}
+
+impl Prunable for Vgg {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        // Reference Sequential indices: conv i, bn i+1, relu i+2; a pool takes one index.
+        let indices = self.conv_indices();
+        for (k, index) in indices.iter().enumerate() {
+            let next = match indices.get(k + 1) {
+                Some(next) => format!("features.{next}"),
+                None => "classifier".to_string(),
+            };
+            layers
+                .conv(format!("features.{index}"), &self.convs[k])
+                .norm(format!("features.{}", index + 1), &self.norms[k])
+                .relu()
+                .feeds([next]);
+        }
+        layers.linear("classifier", &self.classifier);
+    }
+}
+
+impl Costed for Vgg {
+    /// Names follow the reference's `Sequential` indices, which end with an `AvgPool2d(1)` (an
+    /// identity that `flops.py` counts); ReLU and pools are counted as its modules are.
+    fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
+        let in_channels = self.convs[0].weight_dims()[1];
+        let mut report = CostReport::new([in_channels, h, w]);
+        let (mut index, mut k, mut hw, mut channels) = (0, 0, [h, w], in_channels);
+        for layer in &self.layers {
+            match *layer {
+                VggLayer::Conv(_) => {
+                    let conv = &self.convs[k];
+                    hw = report.skeleton_conv(&format!("features.{index}"), conv, hw);
+                    channels = conv.weight_dims()[0];
+                    report.norm(&format!("features.{}", index + 1), channels, hw);
+                    report.relu(&format!("features.{}", index + 2), channels, hw);
+                    (index, k) = (index + 3, k + 1);
+                }
+                VggLayer::MaxPool => {
+                    hw = output_size(hw, [2, 2], [2, 2], [0, 0]);
+                    report.pool(&format!("features.{index}"), 2, channels, hw);
+                    index += 1;
+                }
+            }
+        }
+        report.pool(&format!("features.{index}"), 1, channels, hw);
+        let [d_in, d_out] = self.classifier.weight.dims();
+        report.linear("classifier", d_in, d_out);
+        report
     }
 }
 

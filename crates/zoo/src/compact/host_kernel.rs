@@ -21,7 +21,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use super::StripeConvPlan;
+use super::StripeLayout;
 
 /// Input geometry of one call.
 #[derive(Clone, Copy)]
@@ -35,7 +35,7 @@ pub(crate) struct Geometry {
 /// `out [N, Cout, Ho, Wo]` from `x [N, Cin, H, W]` and the stacked live-stripe weights
 /// `w_all [S, Cin]` (rows in plan order: position by position, filters ascending).
 pub(crate) fn stripe_conv(
-    plan: &StripeConvPlan,
+    plan: &StripeLayout,
     x: &[f32],
     w_all: &[f32],
     geometry: Geometry,
@@ -128,7 +128,7 @@ fn add_shifted(
 }
 
 /// Stride 1 for the `n` images of `x [n, Cin, H·W]` and `out [n, Cout, Ho·Wo]`.
-fn stride_one(plan: &StripeConvPlan, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
+fn stride_one(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
     let [cin, h, w] = g.input;
     let map = h * w;
     let n = x.len() / (cin * map);
@@ -161,7 +161,7 @@ fn stride_one(plan: &StripeConvPlan, x: &[f32], w_all: &[f32], g: Geometry, out:
 /// Adds each row of image `image`'s part of the stride-1 product `z [S, columns]`, shifted,
 /// into its output channel of `out [Cout, Ho·Wo]`.
 fn add_rows(
-    plan: &StripeConvPlan,
+    plan: &StripeLayout,
     z: &[f32],
     image: usize,
     columns: usize,
@@ -187,7 +187,7 @@ fn add_rows(
     }
 }
 
-fn strided(plan: &StripeConvPlan, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
+fn strided(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
     let [cin, ..] = g.input;
     let [ho, wo] = g.output;
     let widest = plan
@@ -205,7 +205,7 @@ fn strided(plan: &StripeConvPlan, x: &[f32], w_all: &[f32], g: Geometry, out: &m
 /// The stride > 1 loop over positions, with `window [Cin, Ho·Wo]` and `y [≥ n, Ho·Wo]` as
 /// scratch.
 fn strided_positions(
-    plan: &StripeConvPlan,
+    plan: &StripeLayout,
     x: &[f32],
     w_all: &[f32],
     g: Geometry,

@@ -1,42 +1,45 @@
-//! Physical compaction (METHOD §5): a trained, masked model becomes a smaller inference model
-//! whose output equals the masked model's.
+//! Physical compaction (METHOD §5), one generic pass over any [`Prunable`] model: the trained,
+//! masked model becomes the same type with smaller tensors and stripe-wise convs, whose output
+//! equals the masked model's.
 //!
-//! - dead filters go with their BatchNorm channels and the next layer's input channels, where a
-//!   ReLU makes them exactly zero (see [`conv_norm`](self) for the exact rule);
-//! - every conv becomes a [`StripeConv2d`] that computes only its live stripes;
-//! - a residual branch whose output no longer depends on its input becomes the constant
-//!   `c = bn_last(0)`, the block `relu(shortcut(x) + c)`.
+//! - [`plan`]: what is kept, from the declaration and host copies of the skeletons, biases and
+//!   norms (the rule is stated there): dead stripes go; dead channels go with their BatchNorm
+//!   entries and their consumers' input slices where the declaration says who reads them and
+//!   the channel is exactly zero; unused convs lose every stripe;
+//! - the rewrite: the plan written into the model's own parameters by id — `W ← (W ⊙ S)` over
+//!   the kept channels, `S ←` the 0/1 live-stripe indicator, norms and linear rows sliced — and
+//!   every [`SkeletonConv2d`](crate::SkeletonConv2d) marked stripe-wise;
+//! - [`stripes`]: how a marked conv executes (the live stripes per kernel position, on the host
+//!   CPU kernel or with backend tensor ops).
 //!
-//! Compact models are Burn modules: they save and load as records. Their structure (which
-//! stripes, which channels) is a serialisable plan: `model.plan()` gives it, `plan.init(&device)`
-//! rebuilds an empty model of that structure to load a record into.
+//! The model's `forward` is unchanged. A compacted model saves as a Burn record of its own type;
+//! its tensor shapes differ from a freshly built model's, so to rebuild it, save the masked
+//! model (`pruner.apply_masks(model)`), load that record into a fresh model and compact again:
+//! compaction is a pure function of the masked weights.
 
-mod conv_norm;
 mod host_kernel;
-mod resnet;
-mod stripe_conv;
-mod vgg;
+pub mod plan;
+mod rewrite;
+pub mod stripes;
 
 #[cfg(test)]
 mod tests;
 
-pub use resnet::{
-    CompactBlock, CompactBlockPlan, CompactResNet, CompactResNetPlan, CompactShortcut,
-};
-pub use stripe_conv::{StripeConv2d, StripeConvPlan, StripePosition};
-pub use vgg::{CompactVgg, CompactVggPlan};
+pub use plan::{CompactionPlan, ConvPlan, LayerState};
+pub use stripes::{StripeLayout, StripePosition};
 
-use burn::module::Module;
+use crate::{Prunable, ZooError};
 
-use crate::{Classifier, Costed, Prunable, ZooError};
-
-/// A model that can be compacted into a smaller model with the same output.
-pub trait Compactable: Prunable + Costed {
-    /// The compact inference model.
-    type Compact: Module + Classifier + Costed;
-
-    /// Compacts the model as it is: stripes whose skeleton entry is zero are removed, and
-    /// whatever they leave exactly zero or constant (METHOD §5). Apply the pruner's masks first
-    /// (`Pruner::compact` does).
-    fn compact(&self) -> Result<Self::Compact, ZooError>;
+/// Compacts `model` as it is: stripes whose skeleton entry is zero are removed, and whatever
+/// they leave exactly zero (METHOD §5). Apply the pruner's masks first (`Pruner::compact` does).
+/// The result is an inference model (no autodiff) of the same type.
+pub fn compact<M: Prunable>(model: M) -> Result<M, ZooError> {
+    // `valid` gives fresh running statistics: the rewrite must not touch the caller's copies.
+    let model = model.valid();
+    let layers = model.collect_prunable();
+    let plan = CompactionPlan::of(&layers)?;
+    Ok(model.map(&mut rewrite::Rewrite::new(&layers, &plan)))
 }
+
+pub(crate) use host_kernel::max_pool_2x2;
+pub(crate) use stripes::runs_on_host;

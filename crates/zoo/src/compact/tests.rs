@@ -7,9 +7,9 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::*;
-use crate::SkeletonConv2d;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vgg::{Vgg, VggConfig, VggLayer};
+use crate::{CostReport, Costed, SkeletonConv2d};
 
 use texprune_data::SplitMix64 as Rng;
 
@@ -165,12 +165,21 @@ fn check_vgg(config: VggConfig, seeds: u64, size: usize) {
         let mut rng = Rng(seed);
         let masking = MASKINGS[seed as usize % MASKINGS.len()];
         let model = randomize_vgg(config.init(&device).unwrap(), masking, &mut rng);
-        let compact = model.compact().unwrap();
+        let compact = compact(model.clone()).unwrap();
+        assert!(compact.convs.iter().all(SkeletonConv2d::is_stripe_wise));
         let x = input([2, 3, size, size], &mut rng, &device);
         let err = relative_error(compact.forward(x.clone()), model.forward(x));
         assert!(err <= 1e-5, "seed {seed}: relative error {err}");
         let (dense, small) = (model.cost([size, size]), compact.cost([size, size]));
         assert!(small.macs() <= dense.macs() && small.params() <= dense.params());
+        // The generic cost (from the declaration) agrees with the zoo's on the convs.
+        let generic = CostReport::of_model(&compact).unwrap();
+        let convs = |r: &CostReport| {
+            r.of_kind(crate::LayerKind::StripeConv)
+                .map(|l| l.macs)
+                .sum::<u64>()
+        };
+        assert_eq!(convs(&generic), convs(&small), "seed {seed}");
     }
 }
 
@@ -182,7 +191,7 @@ fn check_resnet(config: ResNetConfig, seeds: u64, size: usize) -> usize {
         let mut rng = Rng(1000 + seed);
         let masking = MASKINGS[seed as usize % MASKINGS.len()];
         let model = randomize_resnet(config.init(&device).unwrap(), masking, &mut rng);
-        let compact = model.compact().unwrap();
+        let compact = compact(model.clone()).unwrap();
         folded += compact.folded_blocks().len();
         let x = input([2, 3, size, size], &mut rng, &device);
         let err = relative_error(compact.forward(x.clone()), model.forward(x));
@@ -248,34 +257,34 @@ fn all_dead_vgg_still_runs_and_matches() {
         dead,
         &mut rng,
     );
-    let compact = model.compact().unwrap();
-    assert_eq!(compact.plan().convs[1].live_stripes(), 0);
+    let compact = compact(model.clone()).unwrap();
+    assert_eq!(StripeLayout::of(&compact.convs[1]).live_stripes(), 0);
+    // Every channel is dead: each conv keeps one exactly-zero channel, the classifier its rows.
+    assert_eq!(compact.convs[1].weight_dims()[..2], [1, 1]);
+    assert_eq!(compact.classifier.weight.dims()[0], 32 * 32 / 4);
     let x = input([2, 3, 32, 32], &mut rng, &device);
     assert!(relative_error(compact.forward(x.clone()), model.forward(x)) <= 1e-5);
 }
 
+/// A compacted model is rebuilt from the masked model's record: load it into a fresh model and
+/// compact again.
 #[test]
-fn saved_compact_model_reloads_bit_for_bit() {
+fn compacting_a_reloaded_masked_model_gives_the_same_model() {
     let device = Device::default();
     let mut rng = Rng(42);
-    let model = randomize_resnet(
-        ResNetConfig::cifar(20).init(&device).unwrap(),
-        MASKINGS[1],
-        &mut rng,
-    );
-    let compact = model.compact().unwrap();
-    let plan = compact.plan();
-    let json = serde_json::to_string(&plan).unwrap();
-    let plan: CompactResNetPlan = serde_json::from_str(&json).unwrap();
-    assert_eq!(plan, compact.plan());
+    let config = ResNetConfig::cifar(20);
+    let masked = randomize_resnet(config.init(&device).unwrap(), MASKINGS[1], &mut rng);
+    let x = input([2, 3, 32, 32], &mut rng, &device);
+    let expected = compact(masked.clone())
+        .unwrap()
+        .forward(x.clone())
+        .into_data();
     let dir = std::env::temp_dir().join(format!("texprune-compact-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("resnet20.bpk");
-    let x = input([2, 3, 32, 32], &mut rng, &device);
-    let expected = compact.forward(x.clone()).into_data();
-    compact.save_file(&path).unwrap();
-    let reloaded = plan.init(&device).try_load_file(&path).unwrap();
-    assert_eq!(reloaded.forward(x).into_data(), expected);
+    masked.save_file(&path).unwrap();
+    let reloaded = config.init(&device).unwrap().try_load_file(&path).unwrap();
+    assert_eq!(compact(reloaded).unwrap().forward(x).into_data(), expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -286,7 +295,7 @@ fn non_finite_skeleton_is_an_error() {
         .init(&device)
         .unwrap();
     model.convs[0].skeleton = Param::from_tensor(Tensor::full([4, 3, 3], f32::NAN, &device));
-    let err = model.compact().unwrap_err();
+    let err = compact(model).unwrap_err();
     assert!(err.to_string().contains("features.0"), "{err}");
 }
 
@@ -314,15 +323,10 @@ fn host_kernel_equals_tensor_ops() {
                 .init(&device)
                 .unwrap();
             randomize_conv(&mut conv, masking, &mut rng);
-            let mut norm = burn::nn::BatchNormConfig::new(6).init(&device);
-            randomize_norm(&mut norm, &[], &mut rng);
-            let all: Vec<usize> = (0..5).collect();
-            let compact =
-                super::conv_norm::compact_conv_norm("c", &conv, &norm, &all, false, false)
-                    .unwrap()
-                    .conv;
             let x = input([5, 5, size, size], &mut rng, &device);
             let dense = conv.forward(x.clone());
+            let compact = conv.with_stripe_execution(true);
+            let layout = StripeLayout::of(&compact);
             // The host kernel groups images per GEMM by thread count: one thread puts all five
             // images in one group, three threads make groups of 2, 2 and 1.
             let on = |threads: usize| {
@@ -333,7 +337,7 @@ fn host_kernel_equals_tensor_ops() {
                 pool.install(|| compact.forward(x.clone()))
             };
             let (host_1, host_3) = (on(1), on(3));
-            let ops = compact.forward_tensor_ops(x);
+            let ops = stripes::forward_tensor_ops(&compact, &layout, x);
             assert_eq!(host_1.dims(), dense.dims());
             let scale: f32 = dense.clone().abs().max().into_scalar();
             for (what, y) in [
@@ -354,7 +358,9 @@ fn host_max_pool_equals_burns() {
     let mut rng = Rng(8);
     for size in [8, 7, 3, 1] {
         let x = input([2, 3, size, size], &mut rng, &device);
-        let burn = crate::vgg::vgg_pool().forward(x.clone());
+        let burn = burn::nn::pool::MaxPool2dConfig::new([2, 2])
+            .init()
+            .forward(x.clone());
         let data: Vec<f32> = x.into_data().iter::<f32>().collect();
         let host = super::host_kernel::max_pool_2x2(&data, [6, size, size]);
         let expected: Vec<f32> = burn.clone().into_data().iter::<f32>().collect();

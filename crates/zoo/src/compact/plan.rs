@@ -1,0 +1,318 @@
+//! What compaction keeps, decided from the declaration and host copies of the skeletons, biases
+//! and BatchNorms: no weight is read or built, so the budget controller can plan many masks per
+//! step.
+//!
+//! The rule, layer by layer in declared order (METHOD §5):
+//!
+//! - a stripe `(f, i, j)` is *live* when `S[f, i, j] ≠ 0`, the conv's input is not identically
+//!   zero and its output is used;
+//! - output channel `f` is *silent* when it has no live stripe and no bias: the conv writes 0
+//!   there and the norm and activation turn it into the constant `c_f = act(bn(0))_f`;
+//! - a silent channel is removed, with its norm entries and its consumers' input slices, when
+//!   the conv declares its consumers and `c_f = 0` — then the channel is exactly zero (DTC
+//!   zeroes `γ_f, β_f` of dead filters, which gives `bn(0)_f = 0`). Every other channel is kept:
+//!   a constant channel stays a channel, and a conv whose consumers are not declared (a residual
+//!   stream, the model's output) keeps all of them. So compaction is exact whatever the state;
+//! - a conv whose declared consumers are all convs without a live stripe is *unused*: its output
+//!   is never read, so its stripes are dead too (a residual branch whose last conv is dead costs
+//!   nothing: it adds the constant `bn_last(0)`, computed by the norm on a zero map);
+//! - a conv left with no channel keeps one exactly-zero channel rather than a zero-width tensor.
+
+use std::collections::HashMap;
+
+use crate::{PrunableLayer, PrunableLayers, ZooError};
+
+/// Host copy of what the plan reads of one declared conv.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerState {
+    /// `S ≠ 0`, `[Cout, kh, kw]` row-major.
+    pub stripes: Vec<bool>,
+    /// `b_f ≠ 0` per filter (all false without a bias).
+    pub bias: Vec<bool>,
+    /// `c_f = act(bn(b_f))` per filter: the value of a silent channel after the norm and the
+    /// activation.
+    pub silent_value: Vec<f64>,
+}
+
+impl LayerState {
+    /// Reads `layer`'s skeleton, bias and norm (one device read each).
+    pub fn read(layer: &PrunableLayer) -> Result<Self, ZooError> {
+        let non_finite = |what| ZooError::NonFinite {
+            layer: layer.name.clone(),
+            what,
+        };
+        let host = |t: burn::tensor::Tensor<1>| t.into_data().iter::<f64>().collect::<Vec<_>>();
+        let skeleton = host(layer.skeleton.clone().flatten(0, 2));
+        if skeleton.iter().any(|v| !v.is_finite()) {
+            return Err(non_finite("skeleton"));
+        }
+        let [cout, ..] = layer.weight_dims();
+        let bias = match &layer.bias {
+            Some((b, _)) => host(b.clone()),
+            None => vec![0.0; cout],
+        };
+        let normed: Vec<f64> = match &layer.norm {
+            Some(n) => {
+                let [gamma, beta, mean, var] =
+                    [&n.gamma, &n.beta, &n.running_mean, &n.running_var].map(|t| host(t.clone()));
+                (0..cout)
+                    .map(|f| gamma[f] * (bias[f] - mean[f]) / (var[f] + n.epsilon).sqrt() + beta[f])
+                    .collect()
+            }
+            None => bias.clone(),
+        };
+        let silent_value: Vec<f64> = normed.iter().map(|&v| layer.activation.apply(v)).collect();
+        if silent_value.iter().any(|v| !v.is_finite()) || bias.iter().any(|v| !v.is_finite()) {
+            return Err(non_finite("bias or BatchNorm parameters"));
+        }
+        Ok(Self {
+            stripes: skeleton.iter().map(|&v| v != 0.0).collect(),
+            bias: bias.iter().map(|&v| v != 0.0).collect(),
+            silent_value,
+        })
+    }
+
+    /// This state under DTC masks: `stripes [Cout·kh·kw]` keeps a stripe, `alive [Cout]` a
+    /// filter (a dead filter's coupled `γ`, `β` are zeroed, so its silent value is `act(0) = 0`
+    /// when the layer has a norm).
+    pub fn masked(&self, stripes: &[bool], alive: &[bool], has_norm: bool) -> Self {
+        Self {
+            stripes: self
+                .stripes
+                .iter()
+                .zip(stripes)
+                .map(|(a, b)| *a && *b)
+                .collect(),
+            bias: self.bias.clone(),
+            silent_value: self
+                .silent_value
+                .iter()
+                .zip(alive)
+                .map(|(&v, &a)| if a || !has_norm { v } else { 0.0 })
+                .collect(),
+        }
+    }
+}
+
+/// What compaction keeps of one conv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvPlan {
+    /// Kept output channels (original indices, ascending).
+    pub kept: Vec<usize>,
+    /// Kept input channels (original indices, ascending).
+    pub inputs: Vec<usize>,
+    /// Live stripes of the kept filters, `[kept, kh, kw]` row-major.
+    pub live: Vec<bool>,
+    /// Whether every kept channel is exactly zero after the norm and the activation.
+    pub output_zero: bool,
+    /// Whether the output is never read (see the module's rule).
+    pub unused: bool,
+}
+
+impl ConvPlan {
+    /// Number of live stripes.
+    pub fn live_stripes(&self) -> usize {
+        self.live.iter().filter(|&&l| l).count()
+    }
+}
+
+/// What compaction keeps of every declared layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionPlan {
+    /// Per declared conv.
+    pub convs: Vec<ConvPlan>,
+    /// Kept input rows of each declared linear layer (original indices, ascending).
+    pub linears: Vec<Vec<usize>>,
+}
+
+/// Who reads whom: the conv feeding each conv and each linear layer.
+struct Wiring {
+    conv_producer: Vec<Option<usize>>,
+    linear_producer: Vec<Option<usize>>,
+    /// Conv consumers of each conv; `None` when a consumer is a linear layer (always reads).
+    conv_consumers: Vec<Option<Vec<usize>>>,
+}
+
+fn declaration_error(message: String) -> ZooError {
+    ZooError::Declaration(message)
+}
+
+impl Wiring {
+    /// Resolves the declared consumer names, checking that each consumer is declared after its
+    /// producer, has one producer, and takes that producer's channels.
+    fn resolve(layers: &PrunableLayers) -> Result<Self, ZooError> {
+        let convs: Vec<&PrunableLayer> = layers.iter().collect();
+        let linears = layers.linears();
+        let conv_index: HashMap<&str, usize> = convs
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect();
+        let linear_index: HashMap<&str, usize> = linears
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect();
+        let mut wiring = Self {
+            conv_producer: vec![None; convs.len()],
+            linear_producer: vec![None; linears.len()],
+            conv_consumers: vec![Some(Vec::new()); convs.len()],
+        };
+        for (p, producer) in convs.iter().enumerate() {
+            let [cout, ..] = producer.weight_dims();
+            for name in &producer.consumers {
+                let twice = |what: &str| {
+                    declaration_error(format!(
+                        "`{name}` is declared to read the channels of `{}` and of another {what}; \
+                         a layer reads one conv's channels",
+                        producer.name
+                    ))
+                };
+                if let Some(&c) = conv_index.get(name.as_str()) {
+                    if c <= p {
+                        return Err(declaration_error(format!(
+                            "`{}` feeds `{name}`, which is declared before it; declare layers \
+                             in forward order",
+                            producer.name
+                        )));
+                    }
+                    let cin = convs[c].weight_dims()[1];
+                    if cin != cout {
+                        return Err(declaration_error(format!(
+                            "`{}` feeds `{name}`, but `{name}` takes {cin} input channels and \
+                             `{}` has {cout} filters",
+                            producer.name, producer.name
+                        )));
+                    }
+                    if wiring.conv_producer[c].replace(p).is_some() {
+                        return Err(twice("conv"));
+                    }
+                    if let Some(list) = &mut wiring.conv_consumers[p] {
+                        list.push(c);
+                    }
+                } else if let Some(&l) = linear_index.get(name.as_str()) {
+                    let [d_in, _] = linears[l].weight.dims();
+                    if !d_in.is_multiple_of(cout) {
+                        return Err(declaration_error(format!(
+                            "`{}` feeds `{name}`, whose {d_in} inputs are not a whole number of \
+                             rows for each of its {cout} channels",
+                            producer.name
+                        )));
+                    }
+                    if wiring.linear_producer[l].replace(p).is_some() {
+                        return Err(twice("conv"));
+                    }
+                    wiring.conv_consumers[p] = None;
+                } else {
+                    return Err(declaration_error(format!(
+                        "`{}` feeds `{name}`, which is not a declared conv or linear layer",
+                        producer.name
+                    )));
+                }
+            }
+        }
+        Ok(wiring)
+    }
+}
+
+impl CompactionPlan {
+    /// The plan for `layers` in the states `states` (one per declared conv).
+    pub fn new(layers: &PrunableLayers, states: &[LayerState]) -> Result<Self, ZooError> {
+        let wiring = Wiring::resolve(layers)?;
+        let convs: Vec<&PrunableLayer> = layers.iter().collect();
+        let mut unused = vec![false; convs.len()];
+        loop {
+            let plans = Self::forward(&convs, states, &wiring, &unused);
+            let mut changed = false;
+            for p in (0..convs.len()).rev() {
+                let Some(consumers) = &wiring.conv_consumers[p] else {
+                    continue;
+                };
+                let reads_nothing = |c: &usize| unused[*c] || plans[*c].live_stripes() == 0;
+                if !unused[p] && !consumers.is_empty() && consumers.iter().all(reads_nothing) {
+                    unused[p] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                let linears = layers
+                    .linears()
+                    .iter()
+                    .zip(&wiring.linear_producer)
+                    .map(|(linear, producer)| {
+                        let [d_in, _] = linear.weight.dims();
+                        match producer {
+                            Some(p) => {
+                                let area = d_in / convs[*p].weight_dims()[0];
+                                plans[*p]
+                                    .kept
+                                    .iter()
+                                    .flat_map(|&c| c * area..(c + 1) * area)
+                                    .collect()
+                            }
+                            None => (0..d_in).collect(),
+                        }
+                    })
+                    .collect();
+                return Ok(Self {
+                    convs: plans,
+                    linears,
+                });
+            }
+        }
+    }
+
+    /// One pass in declared order with the unused convs known.
+    fn forward(
+        convs: &[&PrunableLayer],
+        states: &[LayerState],
+        wiring: &Wiring,
+        unused: &[bool],
+    ) -> Vec<ConvPlan> {
+        let mut plans: Vec<ConvPlan> = Vec::with_capacity(convs.len());
+        for (index, (layer, state)) in convs.iter().zip(states).enumerate() {
+            let [cout, cin, kh, kw] = layer.weight_dims();
+            let area = kh * kw;
+            let (inputs, inputs_zero) = match wiring.conv_producer[index] {
+                Some(p) => (plans[p].kept.clone(), plans[p].output_zero),
+                None => ((0..cin).collect(), false),
+            };
+            let reads = !unused[index] && !inputs_zero;
+            let live = |f: usize, k: usize| reads && state.stripes[f * area + k];
+            let zero_after: Vec<bool> = (0..cout)
+                .map(|f| {
+                    let silent = (0..area).all(|k| !live(f, k)) && !state.bias[f];
+                    silent && state.silent_value[f] == 0.0
+                })
+                .collect();
+            let removable = !layer.consumers.is_empty();
+            let mut kept: Vec<usize> = (0..cout)
+                .filter(|&f| !(removable && (unused[index] || zero_after[f])))
+                .collect();
+            if kept.is_empty() {
+                kept.push(0);
+            }
+            plans.push(ConvPlan {
+                live: kept
+                    .iter()
+                    .flat_map(|&f| (0..area).map(move |k| (f, k)))
+                    .map(|(f, k)| live(f, k))
+                    .collect(),
+                output_zero: kept.iter().all(|&f| zero_after[f]),
+                unused: unused[index],
+                inputs,
+                kept,
+            });
+        }
+        plans
+    }
+
+    /// The plan of `layers` as they are (reads every skeleton, bias and norm).
+    pub fn of(layers: &PrunableLayers) -> Result<Self, ZooError> {
+        let states = layers
+            .iter()
+            .map(LayerState::read)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(layers, &states)
+    }
+}

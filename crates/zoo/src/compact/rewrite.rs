@@ -1,0 +1,93 @@
+//! Writing a [`CompactionPlan`] into the model's own parameters, by parameter id: the compacted
+//! model is the user's type with smaller tensors, its convs marked stripe-wise.
+
+use std::collections::HashMap;
+
+use burn::module::{ModuleMapper, Param, ParamId};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::plan::CompactionPlan;
+use super::stripes::index_tensor;
+use crate::PrunableLayers;
+
+/// Replaces, in every parameter whose id it knows, the tensor by its compacted value, and sets
+/// the execution markers it knows to stripe-wise (with fresh ids).
+#[derive(Default)]
+pub(crate) struct Rewrite {
+    /// New values, flattened, with their shapes.
+    floats: HashMap<ParamId, (Tensor<1>, Vec<usize>)>,
+    /// Execution markers to set.
+    markers: Vec<ParamId>,
+}
+
+impl Rewrite {
+    fn insert<const D: usize>(&mut self, id: ParamId, value: Tensor<D>) {
+        let dims = value.dims().to_vec();
+        self.floats.insert(id, (value.flatten(0, D - 1), dims));
+    }
+
+    /// The rewrite that `plan` makes of `layers`.
+    pub fn new(layers: &PrunableLayers, plan: &CompactionPlan) -> Self {
+        let mut rewrite = Self::default();
+        for (layer, conv) in layers.iter().zip(&plan.convs) {
+            let device = layer.weight.device();
+            let [_, _, kh, kw] = layer.weight_dims();
+            let kept = index_tensor(&conv.kept, &device);
+            let inputs = index_tensor(&conv.inputs, &device);
+            // W ⊙ S folded; the skeleton becomes the 0/1 indicator of the live stripes, so the
+            // dense product W' ⊙ S' is still the masked model's weight.
+            let weight = (layer.weight.clone() * layer.skeleton.clone().unsqueeze_dim(1))
+                .select(0, kept.clone())
+                .select(1, inputs);
+            let live: Vec<f32> = conv.live.iter().map(|&l| f32::from(u8::from(l))).collect();
+            let skeleton = Tensor::<3>::from_data(
+                TensorData::new(live, [conv.kept.len(), kh, kw]),
+                (&device, layer.skeleton.dtype()),
+            );
+            rewrite.insert(layer.weight_id, weight);
+            rewrite.insert(layer.skeleton_id, skeleton);
+            if let Some((bias, id)) = &layer.bias {
+                rewrite.insert(*id, bias.clone().select(0, kept.clone()));
+            }
+            if let Some(norm) = &layer.norm {
+                for (value, id) in [
+                    (&norm.gamma, norm.gamma_id),
+                    (&norm.beta, norm.beta_id),
+                    (&norm.running_mean, norm.running_mean_id),
+                    (&norm.running_var, norm.running_var_id),
+                ] {
+                    rewrite.insert(id, value.clone().select(0, kept.clone()));
+                }
+            }
+            rewrite.markers.push(layer.execution.1);
+        }
+        for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
+            let device = linear.weight.device();
+            rewrite.insert(
+                linear.weight_id,
+                linear.weight.clone().select(0, index_tensor(rows, &device)),
+            );
+        }
+        rewrite
+    }
+}
+
+impl ModuleMapper for Rewrite {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.floats.remove(&param.id) {
+            Some((value, dims)) => {
+                let shape: [usize; D] = core::array::from_fn(|i| dims[i]);
+                param.map(|_| value.reshape(shape))
+            }
+            None => param,
+        }
+    }
+
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
+        if !self.markers.contains(&param.id) {
+            return param;
+        }
+        let marker = param.val().ones_like();
+        Param::initialized(ParamId::new(), marker)
+    }
+}

@@ -1,0 +1,301 @@
+//! Stripe-wise execution of a compacted [`SkeletonConv2d`] (METHOD §5).
+//!
+//! For each kernel position `(i, j)` with live stripes, one 1×1 product (a GEMM)
+//! `W_ij [n_ij, Cin] · x[:, :, i + s·y, j + s·x]` on the padded input, shifted by `(i, j)` and
+//! taken with the stride (only the output positions are computed), added into the `n_ij` output
+//! channels that own those stripes. The cost is `Σ n_ij · Cin · Ho · Wo` MACs, the live fraction
+//! of the dense conv's. The layout of the live stripes is the skeleton's non-zero pattern.
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::{ConvOptions, PadMode};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Slice, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::host_kernel::{self, Geometry};
+use crate::cost::output_size;
+use crate::{PrunableLayer, SkeletonConv2d};
+
+/// The live stripes at one kernel position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripePosition {
+    /// Kernel position `(i, j)`.
+    pub offset: [usize; 2],
+    /// Output channels that keep their stripe at this position, ascending.
+    pub filters: Vec<usize>,
+}
+
+/// Which stripes of a conv are live, position by position: what a stripe-wise conv computes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeLayout {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size.
+    pub kernel_size: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding.
+    pub padding: [usize; 2],
+    /// Whether the conv has a bias.
+    pub bias: bool,
+    /// The kernel positions that have live stripes, in row-major order.
+    pub positions: Vec<StripePosition>,
+}
+
+impl StripeLayout {
+    /// The layout of `live [Cout, kh, kw]` (row-major) for a conv of this geometry.
+    pub(crate) fn from_mask(conv: &SkeletonConv2d, live: &[bool]) -> Self {
+        let (geometry, bias) = ((conv.stride, conv.padding), conv.bias.is_some());
+        Self::from_parts(conv.weight_dims(), geometry, bias, live)
+    }
+
+    /// The layout of a declared layer as it is: its non-zero skeleton entries.
+    pub fn of_layer(layer: &PrunableLayer) -> Self {
+        let live: Vec<bool> = layer
+            .skeleton
+            .clone()
+            .into_data()
+            .iter::<f32>()
+            .map(|v| v != 0.0)
+            .collect();
+        let geometry = (layer.stride, layer.padding);
+        Self::from_parts(layer.weight_dims(), geometry, layer.bias.is_some(), &live)
+    }
+
+    fn from_parts(
+        [cout, cin, kh, kw]: [usize; 4],
+        (stride, padding): ([usize; 2], [usize; 2]),
+        bias: bool,
+        live: &[bool],
+    ) -> Self {
+        let positions = (0..kh * kw)
+            .filter_map(|p| {
+                let filters: Vec<usize> = (0..cout).filter(|&f| live[f * kh * kw + p]).collect();
+                (!filters.is_empty()).then_some(StripePosition {
+                    offset: [p / kw, p % kw],
+                    filters,
+                })
+            })
+            .collect();
+        Self {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size: [kh, kw],
+            stride,
+            padding,
+            bias,
+            positions,
+        }
+    }
+
+    /// The layout of `conv` as it is: its non-zero skeleton entries.
+    pub fn of(conv: &SkeletonConv2d) -> Self {
+        Self::from_skeleton(conv, &skeleton_values(conv))
+    }
+
+    fn from_skeleton(conv: &SkeletonConv2d, skeleton: &[f32]) -> Self {
+        let live: Vec<bool> = skeleton.iter().map(|&v| v != 0.0).collect();
+        Self::from_mask(conv, &live)
+    }
+
+    /// Number of live stripes.
+    pub fn live_stripes(&self) -> usize {
+        self.positions.iter().map(|p| p.filters.len()).sum()
+    }
+
+    /// The live-stripe mask `[out_channels, kh, kw]`, row-major.
+    pub fn stripe_mask(&self) -> Vec<bool> {
+        let [kh, kw] = self.kernel_size;
+        let mut mask = vec![false; self.out_channels * kh * kw];
+        for p in &self.positions {
+            let [i, j] = p.offset;
+            for &f in &p.filters {
+                mask[(f * kh + i) * kw + j] = true;
+            }
+        }
+        mask
+    }
+
+    /// Output size for an input of size `hw`.
+    pub fn output_size(&self, hw: [usize; 2]) -> [usize; 2] {
+        output_size(hw, self.kernel_size, self.stride, self.padding)
+    }
+}
+
+/// `S` on the host, `[Cout·kh·kw]`.
+fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
+    conv.skeleton.val().into_data().iter::<f32>().collect()
+}
+
+/// The stripe-wise forward pass of `conv`: through the host CPU kernel for f32 inputs on the
+/// CPU backends, through backend tensor ops elsewhere. It computes `W ⊙ S` on the live stripes,
+/// so it equals the dense pass for any weight and skeleton (compaction folds `S` into `W` and
+/// leaves a 0/1 skeleton).
+///
+/// # Shapes
+/// - `input`: `[batch, Cin, H, W]`
+/// - output: `[batch, Cout, Ho, Wo]` as the dense conv
+pub(crate) fn forward(conv: &SkeletonConv2d, input: Tensor<4>) -> Tensor<4> {
+    let skeleton = skeleton_values(conv);
+    let layout = StripeLayout::from_skeleton(conv, &skeleton);
+    let out = if runs_on_host(&input) {
+        forward_host(conv, &layout, &skeleton, input)
+    } else {
+        forward_tensor_ops(conv, &layout, input)
+    };
+    match &conv.bias {
+        Some(b) => out + b.val().reshape([1, layout.out_channels, 1, 1]),
+        None => out,
+    }
+}
+
+/// `(W ⊙ S)_ij [n_ij, Cin]` of every position of `layout`.
+fn position_weights(conv: &SkeletonConv2d, layout: &StripeLayout) -> Vec<Tensor<2>> {
+    let [cout, cin, ..] = conv.weight_dims();
+    let weight = conv.weight.val() * conv.skeleton.val().unsqueeze_dim(1);
+    let device = weight.device();
+    layout
+        .positions
+        .iter()
+        .map(|p| {
+            let [i, j] = p.offset;
+            let at = weight
+                .clone()
+                .slice([0..cout, 0..cin, i..i + 1, j..j + 1])
+                .reshape([cout, cin]);
+            if p.filters.len() == cout {
+                at
+            } else {
+                at.select(0, index_tensor(&p.filters, &device))
+            }
+        })
+        .collect()
+}
+
+/// Indices as an int tensor on `device`.
+pub(crate) fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(idx, [indices.len()]), device)
+}
+
+/// The forward pass with backend tensor ops only (strided slice, 1×1 conv, indexed add): runs
+/// on every backend.
+pub(crate) fn forward_tensor_ops(
+    conv: &SkeletonConv2d,
+    layout: &StripeLayout,
+    input: Tensor<4>,
+) -> Tensor<4> {
+    let [batch, _, h, w] = input.dims();
+    let [ho, wo] = layout.output_size([h, w]);
+    let cout = layout.out_channels;
+    let device = input.device();
+    let mut out = Tensor::<4>::zeros([batch, cout, ho, wo], (&device, input.dtype()));
+    if layout.positions.is_empty() {
+        return out;
+    }
+    let [ph, pw] = layout.padding;
+    let [sh, sw] = layout.stride;
+    let input = if ph + pw > 0 {
+        input.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0))
+    } else {
+        input
+    };
+    let weights = position_weights(conv, layout);
+    for (position, weight) in layout.positions.iter().zip(weights) {
+        let [i, j] = position.offset;
+        let window = input.clone().slice([
+            Slice::from(..),
+            Slice::from(..),
+            Slice::from_range_stepped(i..i + sh * (ho - 1) + 1, sh as isize),
+            Slice::from_range_stepped(j..j + sw * (wo - 1) + 1, sw as isize),
+        ]);
+        let [n, cin] = weight.dims();
+        let y = conv2d(
+            window,
+            weight.reshape([n, cin, 1, 1]),
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        );
+        out = if n == cout {
+            out + y
+        } else {
+            out.select_assign(
+                1,
+                index_tensor(&position.filters, &device),
+                y,
+                IndexingUpdateOp::Add,
+            )
+        };
+    }
+    out
+}
+
+/// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff).
+fn forward_host(
+    conv: &SkeletonConv2d,
+    layout: &StripeLayout,
+    skeleton: &[f32],
+    input: Tensor<4>,
+) -> Tensor<4> {
+    let device = input.device();
+    let [batch, cin, h, w] = input.dims();
+    let [ho, wo] = layout.output_size([h, w]);
+    let x: Vec<f32> = input.into_data().try_into_vec().unwrap_or_default();
+    let w_all = packed_weights(conv, layout, skeleton);
+    let geometry = Geometry {
+        input: [cin, h, w],
+        output: [ho, wo],
+    };
+    let out = host_kernel::stripe_conv(layout, &x, &w_all, geometry);
+    Tensor::from_data(
+        TensorData::new(out, [batch, layout.out_channels, ho, wo]),
+        &device,
+    )
+}
+
+/// The live-stripe weights `W ⊙ S` stacked `[S, Cin]` in layout order (position by position,
+/// filters ascending), read from `W [Cout, Cin, kh, kw]` on the host.
+fn packed_weights(conv: &SkeletonConv2d, layout: &StripeLayout, skeleton: &[f32]) -> Vec<f32> {
+    let [_, cin, kh, kw] = conv.weight_dims();
+    if layout.positions.is_empty() {
+        return Vec::new();
+    }
+    let weight: Vec<f32> = conv
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec()
+        .unwrap_or_default();
+    let mut packed = Vec::with_capacity(layout.live_stripes() * cin);
+    for p in &layout.positions {
+        let [i, j] = p.offset;
+        for &f in &p.filters {
+            let s = skeleton[(f * kh + i) * kw + j];
+            packed.extend((0..cin).map(|c| weight[((f * cin + c) * kh + i) * kw + j] * s));
+        }
+    }
+    packed
+}
+
+/// Whether `input` is an f32 tensor of a CPU backend without autodiff, where
+/// [`host_kernel`] is faster than backend tensor ops.
+pub(crate) fn runs_on_host(input: &Tensor<4>) -> bool {
+    let device = input.device();
+    input.dtype() == burn::tensor::DType::F32 && !device.is_autodiff() && is_cpu(&device)
+}
+
+/// Whether `device` is one of Burn's CPU backends compiled in (`flex`, `ndarray`).
+fn is_cpu(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    if *device == Device::flex() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if *device == Device::ndarray() {
+        return true;
+    }
+    let _ = device;
+    false
+}

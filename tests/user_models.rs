@@ -1,0 +1,409 @@
+//! Models written here, outside the zoo, get everything the zoo gets: exact compaction into
+//! their own type (dead stripes, channels, BatchNorm entries and consumer slices removed), cost
+//! from the declaration, a FLOPs target met through `Pruner::fit`, and a save/load round trip.
+
+use std::path::Path;
+
+use texprune::burn::data::dataset::Dataset;
+use texprune::burn::module::{Module, Param, RunningState};
+use texprune::burn::nn::loss::CrossEntropyLossConfig;
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use texprune::burn::optim::SgdConfig;
+use texprune::burn::optim::momentum::MomentumConfig;
+use texprune::burn::tensor::activation::relu;
+use texprune::burn::tensor::module::adaptive_avg_pool2d;
+use texprune::burn::tensor::{Device, Tensor, TensorData};
+use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
+use texprune::zoo::compact::StripeLayout;
+use texprune::{
+    CostReport, LayerKind, Prunable, PrunableLayers, Pruner, PrunerConfig, Schedule,
+    SkeletonConv2d, SkeletonConv2dConfig, Target, ZooError, compact,
+};
+
+/// The example's residual network (stem → block → max pool → strided conv → 1×1 conv → global
+/// pool → linear), written outside the zoo.
+#[path = "../examples/own_model/net.rs"]
+mod net;
+
+use net::Net as ResidualNet;
+
+/// Width of the test network: stream 6, block and strided conv 12, 1×1 conv 24.
+const WIDTH: usize = 6;
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> SkeletonConv2d {
+    SkeletonConv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .init(device)
+        .unwrap()
+}
+
+/// Two strided convs, then a linear layer on the flattened `8×7×7` map.
+#[derive(Module, Debug)]
+struct FlattenNet {
+    c1: SkeletonConv2d,
+    bn1: BatchNorm,
+    c2: SkeletonConv2d,
+    bn2: BatchNorm,
+    fc: Linear,
+}
+
+impl FlattenNet {
+    fn new(device: &Device) -> Self {
+        Self {
+            c1: conv(1, 6, 3, 2, device),
+            bn1: BatchNormConfig::new(6).init(device),
+            c2: conv(6, 8, 3, 2, device),
+            bn2: BatchNormConfig::new(8).init(device),
+            fc: LinearConfig::new(8 * 7 * 7, 10).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.bn1.forward(self.c1.forward(x)));
+        let x = relu(self.bn2.forward(self.c2.forward(x)));
+        self.fc.forward(x.flatten(1, 3))
+    }
+}
+
+impl Prunable for FlattenNet {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        layers
+            .conv("c1", &self.c1)
+            .norm("bn1", &self.bn1)
+            .relu()
+            .feeds(["c2"]);
+        layers
+            .conv("c2", &self.c2)
+            .norm("bn2", &self.bn2)
+            .relu()
+            .feeds(["fc"]);
+        layers.linear("fc", &self.fc);
+    }
+}
+
+/// The minimum declaration: convs and norms, nothing about consumers.
+#[derive(Module, Debug)]
+struct MinimalNet {
+    c1: SkeletonConv2d,
+    c2: SkeletonConv2d,
+    bn2: BatchNorm,
+    fc: Linear,
+}
+
+impl MinimalNet {
+    fn new(device: &Device) -> Self {
+        Self {
+            c1: conv(1, 4, 3, 1, device),
+            c2: conv(4, 6, 3, 2, device),
+            bn2: BatchNormConfig::new(6).init(device),
+            fc: LinearConfig::new(6, 10).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.c1.forward(x));
+        let x = relu(self.bn2.forward(self.c2.forward(x)));
+        self.fc
+            .forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
+    }
+}
+
+impl Prunable for MinimalNet {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        layers.conv("c1", &self.c1);
+        layers.conv("c2", &self.c2).norm("bn2", &self.bn2);
+    }
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Random weights and a skeleton with dead stripes and dead filters (`dead_layer`: every
+/// filter); returns which filters are dead.
+fn randomize_conv(conv: &mut SkeletonConv2d, rng: &mut SplitMix64, dead_layer: bool) -> Vec<bool> {
+    let device = conv.weight.val().device();
+    let [cout, cin, kh, kw] = conv.weight_dims();
+    let bound = (3.0 / (cin * kh * kw) as f32).sqrt();
+    let weight = (0..cout * cin * kh * kw)
+        .map(|_| rng.range(-bound, bound))
+        .collect();
+    let mut dead = vec![false; cout];
+    let mut skeleton = Vec::new();
+    for d in dead.iter_mut() {
+        let filter_dead = dead_layer || rng.chance(0.3);
+        let row: Vec<f32> = (0..kh * kw)
+            .map(|_| match filter_dead || rng.chance(0.5) {
+                true => 0.0,
+                false => rng.range(0.5, 1.5),
+            })
+            .collect();
+        *d = row.iter().all(|v| *v == 0.0);
+        skeleton.extend(row);
+    }
+    conv.weight = Param::from_tensor(tensor(weight, [cout, cin, kh, kw], &device));
+    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
+    dead
+}
+
+/// Random BatchNorm statistics; `zeroed` channels get `γ = β = 0` (as DTC leaves dead
+/// filters), except one in five, which stays a constant channel.
+fn randomize_norm(norm: &mut BatchNorm, zeroed: &[bool], rng: &mut SplitMix64) {
+    let device = norm.gamma.val().device();
+    let [c] = norm.gamma.dims();
+    let mut draw = |lo, hi| (0..c).map(|_| rng.range(lo, hi)).collect::<Vec<f32>>();
+    let (mut gamma, mut beta) = (draw(0.5, 1.5), draw(-0.5, 0.5));
+    let (mean, var) = (draw(-0.5, 0.5), draw(0.5, 2.0));
+    for f in 0..c {
+        if zeroed.get(f) == Some(&true) && !rng.chance(0.2) {
+            (gamma[f], beta[f]) = (0.0, 0.0);
+        }
+    }
+    norm.gamma = Param::from_tensor(tensor(gamma, [c], &device));
+    norm.beta = Param::from_tensor(tensor(beta, [c], &device));
+    norm.running_mean = RunningState::new(tensor(mean, [c], &device));
+    norm.running_var = RunningState::new(tensor(var, [c], &device));
+}
+
+fn randomize_residual(model: &mut ResidualNet, rng: &mut SplitMix64, dead_inner: bool) {
+    let pairs = [
+        (&mut model.stem, &mut model.stem_bn, false),
+        (&mut model.inner, &mut model.inner_bn, dead_inner),
+        (&mut model.outer, &mut model.outer_bn, false),
+        (&mut model.down, &mut model.down_bn, false),
+        (&mut model.wide, &mut model.wide_bn, false),
+    ];
+    for (conv, norm, dead_layer) in pairs {
+        let dead = randomize_conv(conv, rng, dead_layer);
+        randomize_norm(norm, &dead, rng);
+    }
+}
+
+fn images(batch: usize, rng: &mut SplitMix64, device: &Device) -> Tensor<4> {
+    let n = batch * 28 * 28;
+    tensor(
+        (0..n).map(|_| rng.range(-2.0, 2.0)).collect(),
+        [batch, 1, 28, 28],
+        device,
+    )
+}
+
+/// `max |a − b| / max |b|`, and whether every row has the same argmax.
+fn compare(a: Tensor<2>, b: Tensor<2>) -> (f32, bool) {
+    let diff: f32 = (a.clone() - b.clone()).abs().max().into_scalar();
+    let scale: f32 = b.clone().abs().max().into_scalar();
+    let same = a.argmax(1).equal(b.argmax(1)).all().into_scalar();
+    (diff / scale.max(1e-6), same)
+}
+
+#[test]
+fn a_residual_net_compacts_into_its_own_type_exactly() {
+    let device = Device::default();
+    let mut removed_somewhere = false;
+    for seed in 0..8 {
+        let mut rng = SplitMix64(seed);
+        let mut model = ResidualNet::new(WIDTH, &device).unwrap();
+        randomize_residual(&mut model, &mut rng, false);
+        let compacted: ResidualNet = compact(model.clone()).unwrap();
+        let x = images(4, &mut rng, &device);
+        let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
+        assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
+        // Channels of the residual stream stay; the block's inner channels and the head's
+        // inputs lose the dead filters whose output is exactly zero.
+        assert_eq!(compacted.stem.weight_dims()[0], WIDTH);
+        assert_eq!(compacted.outer.weight_dims()[0], WIDTH);
+        let inner = compacted.inner.weight_dims()[0];
+        assert_eq!(compacted.outer.weight_dims()[1], inner);
+        assert_eq!(compacted.inner_bn.gamma.dims()[0], inner);
+        let wide = compacted.wide.weight_dims()[0];
+        assert_eq!(compacted.head.weight.dims()[0], wide);
+        removed_somewhere |= inner < 2 * WIDTH || compacted.down.weight_dims()[0] < 2 * WIDTH;
+        let stripes = |c: &SkeletonConv2d| StripeLayout::of(c).live_stripes();
+        assert!(stripes(&compacted.inner) < 2 * WIDTH * 9, "seed {seed}");
+        assert!(compacted.wide.is_stripe_wise() && !model.wide.is_stripe_wise());
+    }
+    assert!(removed_somewhere, "no seed removed a channel");
+}
+
+#[test]
+fn a_dead_residual_branch_adds_its_constant() {
+    // Every filter of `inner` dies and DTC zeroed its norm: `outer` reads zeros, computes
+    // nothing, and its norm adds the constant `outer_bn(0)` to the stream.
+    let device = Device::default();
+    let mut rng = SplitMix64(11);
+    let mut model = ResidualNet::new(WIDTH, &device).unwrap();
+    randomize_residual(&mut model, &mut rng, true);
+    model.inner_bn.gamma = Param::from_tensor(Tensor::zeros([2 * WIDTH], &device));
+    model.inner_bn.beta = Param::from_tensor(Tensor::zeros([2 * WIDTH], &device));
+    let compacted = compact(model.clone()).unwrap();
+    let x = images(4, &mut rng, &device);
+    let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
+    assert!(err <= 1e-5 && same, "relative error {err}");
+    assert_eq!(StripeLayout::of(&compacted.inner).live_stripes(), 0);
+    assert_eq!(StripeLayout::of(&compacted.outer).live_stripes(), 0);
+    let cost = CostReport::of_model(&compacted).unwrap();
+    let macs = |name: &str| cost.layers.iter().find(|l| l.name == name).unwrap().macs;
+    assert_eq!((macs("inner"), macs("outer")), (0, 0));
+}
+
+#[test]
+fn a_linear_head_after_a_flatten_loses_the_rows_of_removed_channels() {
+    let device = Device::default();
+    for seed in 0..6 {
+        let mut rng = SplitMix64(100 + seed);
+        let mut model = FlattenNet::new(&device);
+        for (conv, norm) in [
+            (&mut model.c1, &mut model.bn1),
+            (&mut model.c2, &mut model.bn2),
+        ] {
+            let dead = randomize_conv(conv, &mut rng, false);
+            randomize_norm(norm, &dead, &mut rng);
+        }
+        let compacted = compact(model.clone()).unwrap();
+        let x = images(3, &mut rng, &device);
+        let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
+        assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
+        // One row per position of each kept channel of c2's 7×7 map.
+        let kept = compacted.c2.weight_dims()[0];
+        assert_eq!(compacted.fc.weight.dims(), [kept * 49, 10]);
+        assert_eq!(compacted.c2.weight_dims()[1], compacted.c1.weight_dims()[0]);
+    }
+}
+
+#[test]
+fn the_minimum_declaration_removes_stripes_and_keeps_channels() {
+    let device = Device::default();
+    let mut rng = SplitMix64(5);
+    let mut model = MinimalNet::new(&device);
+    randomize_conv(&mut model.c1, &mut rng, false);
+    let dead = randomize_conv(&mut model.c2, &mut rng, false);
+    randomize_norm(&mut model.bn2, &dead, &mut rng);
+    let compacted = compact(model.clone()).unwrap();
+    let x = images(3, &mut rng, &device);
+    let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
+    assert!(err <= 1e-5 && same, "relative error {err}");
+    assert_eq!(compacted.c1.weight_dims(), model.c1.weight_dims());
+    assert_eq!(compacted.c2.weight_dims(), model.c2.weight_dims());
+    let (dense, small) = (
+        CostReport::of_model(&model).unwrap(),
+        CostReport::of_model(&compacted).unwrap(),
+    );
+    // Costs count the declared convs and norms: the dead stripes are gone from both the plan
+    // of the masked model and the compacted model.
+    assert_eq!(small.macs(), dense.macs());
+    assert!(small.of_kind(LayerKind::StripeConv).count() == 2);
+    let full = 4 * 9 * 28 * 28 + 6 * 4 * 9 * 14 * 14;
+    assert!(small.macs() < full as u64, "{}", small.macs());
+}
+
+#[test]
+fn declarations_that_do_not_fit_are_errors() {
+    #[derive(Module, Debug)]
+    struct Wrong {
+        c1: SkeletonConv2d,
+        c2: SkeletonConv2d,
+    }
+    impl Prunable for Wrong {
+        fn prunable_layers(&self, layers: &mut PrunableLayers) {
+            layers.conv("c1", &self.c1).feeds(["c3"]);
+            layers.conv("c2", &self.c2);
+        }
+    }
+    let device = Device::default();
+    let model = Wrong {
+        c1: conv(1, 4, 3, 1, &device),
+        c2: conv(4, 4, 3, 1, &device),
+    };
+    let err = compact(model).unwrap_err();
+    assert!(
+        matches!(&err, ZooError::Declaration(m) if m.contains("`c3`")),
+        "{err}"
+    );
+    #[derive(Module, Debug)]
+    struct Mismatch {
+        c1: SkeletonConv2d,
+        c2: SkeletonConv2d,
+    }
+    impl Prunable for Mismatch {
+        fn prunable_layers(&self, layers: &mut PrunableLayers) {
+            layers.conv("c1", &self.c1).feeds(["c2"]);
+            layers.conv("c2", &self.c2);
+        }
+    }
+    let model = Mismatch {
+        c1: conv(1, 4, 3, 1, &device),
+        c2: conv(5, 4, 3, 1, &device),
+    };
+    let err = compact(model).unwrap_err().to_string();
+    assert!(err.contains("5 input channels"), "{err}");
+    // Cost needs one forward pass for the input sizes.
+    let err = CostReport::of_model(&ResidualNet::new(WIDTH, &device).unwrap()).unwrap_err();
+    assert!(matches!(err, ZooError::Unmeasured { .. }), "{err}");
+}
+
+#[test]
+fn a_compacted_model_is_rebuilt_from_the_masked_record() {
+    let device = Device::default();
+    let mut rng = SplitMix64(21);
+    let mut masked = ResidualNet::new(WIDTH, &device).unwrap();
+    randomize_residual(&mut masked, &mut rng, false);
+    let x = images(2, &mut rng, &device);
+    let expected = compact(masked.clone())
+        .unwrap()
+        .forward(x.clone())
+        .into_data();
+    let dir = std::env::temp_dir().join(format!("texprune-user-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("masked.bpk");
+    masked.save_file(&path).unwrap();
+    let reloaded = ResidualNet::new(WIDTH, &device)
+        .unwrap()
+        .try_load_file(&path)
+        .unwrap();
+    let rebuilt = compact(reloaded).unwrap();
+    assert_eq!(rebuilt.forward(x).into_data(), expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_flops_target_on_a_user_model_is_met_through_fit() {
+    let device = Device::default().autodiff();
+    device.seed(3);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
+    let set = mnist(&dir, Split::Test).unwrap();
+    let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
+    let mut model = ResidualNet::new(WIDTH, &device).unwrap();
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .init();
+    let schedule = Schedule::new(10, 60).with_control_every(10);
+    let target = Target::flops(0.5, [28, 28]);
+    let mut pruner = Pruner::new(PrunerConfig::targeted(target, schedule)).unwrap();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    for step in 0..90usize {
+        let items: Vec<_> = (0..32).map(|i| set.get(step * 32 + i).unwrap()).collect();
+        let b = batcher.images(&items, &mut SplitMix64(step as u64), &device);
+        let loss = loss_fn.forward(model.forward(b.images), b.labels);
+        let fit = pruner.fit(&model, loss).unwrap();
+        model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
+    }
+    let valid = model.valid();
+    let x = images(8, &mut SplitMix64(1), &Device::default());
+    let masked_logits = valid.forward(x.clone());
+    let compacted: ResidualNet = pruner.compact(valid.clone()).unwrap();
+    let (err, same) = compare(compacted.forward(x), masked_logits);
+    assert!(err <= 1e-4 && same, "relative error {err}");
+    let small = CostReport::of_model(&compacted).unwrap().flops() as f64;
+    // The unpruned model's cost, once a forward pass has given its input sizes.
+    let fresh = ResidualNet::new(WIDTH, &Device::default()).unwrap();
+    let _ = fresh.forward(images(1, &mut SplitMix64(2), &Device::default()));
+    let full = CostReport::of_model(&fresh).unwrap().flops() as f64;
+    let removed = 1.0 - small / full;
+    assert!(
+        (removed - 0.5).abs() <= 0.03,
+        "removed {:.1} % of the FLOPs",
+        100.0 * removed
+    );
+}
