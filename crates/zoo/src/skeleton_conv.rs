@@ -67,6 +67,9 @@ pub struct SkeletonConv2d {
     /// What forward passes observed: the input size (for cost) and the marker's value.
     #[module(skip)]
     observed: Observed,
+    /// The live stripes packed for the host kernel by the first stripe-wise forward pass.
+    #[module(skip)]
+    pub(crate) packed: stripes::PackCache,
 }
 
 /// What a layer's forward passes observed, shared by the layer's clones (the layer's structure
@@ -137,6 +140,7 @@ impl SkeletonConv2dConfig {
             stride: self.stride,
             padding: self.padding(),
             observed: Observed::default(),
+            packed: stripes::PackCache::default(),
         })
     }
 
@@ -176,6 +180,7 @@ impl SkeletonConv2dConfig {
             stride: self.stride,
             padding: self.padding(),
             observed: Observed::default(),
+            packed: stripes::PackCache::default(),
         })
     }
 }
@@ -190,7 +195,10 @@ impl SkeletonConv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = input.dims();
         self.observed.lock().input_size = Some([h, w]);
-        if !input.is_autodiff() && self.is_stripe_wise() {
+        if input.is_autodiff() {
+            // Training changes the weights: what was packed from them is stale.
+            self.packed.clear();
+        } else if self.is_stripe_wise() {
             return stripes::forward(self, input);
         }
         self.forward_dense(input)

@@ -6,6 +6,9 @@
 //! channels that own those stripes. The cost is `Σ n_ij · Cin · Ho · Wo` MACs, the live fraction
 //! of the dense conv's. The layout of the live stripes is the skeleton's non-zero pattern.
 
+use std::sync::{Arc, Mutex};
+
+use burn::module::ParamId;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Slice, Tensor, TensorData};
@@ -123,6 +126,52 @@ impl StripeLayout {
     }
 }
 
+/// The layout and packed weights of a stripe-wise conv, for the host kernel, keyed by the ids of
+/// the weight and skeleton they were read from. Each clone of a layer starts empty (a clone may
+/// be trained apart); a training forward pass clears it.
+#[derive(Debug, Default)]
+pub(crate) struct PackCache(Mutex<Option<Packed>>);
+
+#[derive(Debug)]
+struct Packed {
+    ids: [ParamId; 2],
+    layout: Arc<StripeLayout>,
+    weights: Arc<Vec<f32>>,
+}
+
+impl Clone for PackCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PackCache {
+    pub(crate) fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Packed>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The packed layout and weights of `conv`, packed now if not yet.
+    fn get(&self, conv: &SkeletonConv2d) -> (Arc<StripeLayout>, Arc<Vec<f32>>) {
+        let ids = [conv.weight.id, conv.skeleton.id];
+        if let Some(p) = self.lock().as_ref().filter(|p| p.ids == ids) {
+            return (p.layout.clone(), p.weights.clone());
+        }
+        let skeleton = skeleton_values(conv);
+        let layout = Arc::new(StripeLayout::from_skeleton(conv, &skeleton));
+        let weights = Arc::new(packed_weights(conv, &layout, &skeleton));
+        *self.lock() = Some(Packed {
+            ids,
+            layout: layout.clone(),
+            weights: weights.clone(),
+        });
+        (layout, weights)
+    }
+}
+
 /// `S` on the host, `[Cout·kh·kw]`.
 fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
     conv.skeleton.val().into_data().iter::<f32>().collect()
@@ -137,15 +186,15 @@ fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
 /// - `input`: `[batch, Cin, H, W]`
 /// - output: `[batch, Cout, Ho, Wo]` as the dense conv
 pub(crate) fn forward(conv: &SkeletonConv2d, input: Tensor<4>) -> Tensor<4> {
-    let skeleton = skeleton_values(conv);
-    let layout = StripeLayout::from_skeleton(conv, &skeleton);
+    let cout = conv.weight_dims()[0];
     let out = if runs_on_host(&input) {
-        forward_host(conv, &layout, &skeleton, input)
+        let (layout, weights) = conv.packed.get(conv);
+        forward_host(&layout, &weights, input)
     } else {
-        forward_tensor_ops(conv, &layout, input)
+        forward_tensor_ops(conv, &StripeLayout::of(conv), input)
     };
     match &conv.bias {
-        Some(b) => out + b.val().reshape([1, layout.out_channels, 1, 1]),
+        Some(b) => out + b.val().reshape([1, cout, 1, 1]),
         None => out,
     }
 }
@@ -232,22 +281,16 @@ pub(crate) fn forward_tensor_ops(
 }
 
 /// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff).
-fn forward_host(
-    conv: &SkeletonConv2d,
-    layout: &StripeLayout,
-    skeleton: &[f32],
-    input: Tensor<4>,
-) -> Tensor<4> {
+fn forward_host(layout: &StripeLayout, w_all: &[f32], input: Tensor<4>) -> Tensor<4> {
     let device = input.device();
     let [batch, cin, h, w] = input.dims();
     let [ho, wo] = layout.output_size([h, w]);
     let x: Vec<f32> = input.into_data().try_into_vec().unwrap_or_default();
-    let w_all = packed_weights(conv, layout, skeleton);
     let geometry = Geometry {
         input: [cin, h, w],
         output: [ho, wo],
     };
-    let out = host_kernel::stripe_conv(layout, &x, &w_all, geometry);
+    let out = host_kernel::stripe_conv(layout, &x, w_all, geometry);
     Tensor::from_data(
         TensorData::new(out, [batch, layout.out_channels, ho, wo]),
         &device,
