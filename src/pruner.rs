@@ -735,7 +735,6 @@ impl CostProbe {
                     Some(m) => state.masked(
                         &host(m.stripes.clone().flatten(0, 2)),
                         &host(m.alive.clone()),
-                        layers[index.unwrap_or(0)].norm.is_some(),
                     ),
                     None => state.clone(),
                 },

@@ -200,9 +200,8 @@ impl CostReport {
             let out = output_size(hw, [kh, kw], layer.stride, layer.padding);
             let channels = [conv.inputs.len(), conv.kept.len()];
             let stripes = conv.live_stripes();
-            let marked = layer.execution.0.clone().into_scalar::<i64>() != 0;
             let bias = layer.bias.is_some();
-            if !marked && channels == [cin, cout] && stripes == cout * kh * kw {
+            if !layer.stripe_wise && channels == [cin, cout] && stripes == cout * kh * kw {
                 report.conv(&layer.name, channels, [kh, kw], layer.stride, out, bias);
             } else {
                 report.stripe_conv(

@@ -2,7 +2,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, Linear};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 use crate::SkeletonConv2d;
 
@@ -81,8 +81,10 @@ pub struct PrunableLayer {
     pub skeleton_id: ParamId,
     /// The bias `[Cout]` and its id, if the conv has one.
     pub bias: Option<(Tensor<1>, ParamId)>,
-    /// The execution marker (`[1]`, 1 once compacted) and its id.
-    pub execution: (Tensor<1, Int>, ParamId),
+    /// Whether compaction marked the conv stripe-wise.
+    pub stripe_wise: bool,
+    /// Id of the conv's execution marker.
+    pub execution_id: ParamId,
     /// Stride.
     pub stride: [usize; 2],
     /// Zero padding.
@@ -182,7 +184,8 @@ impl PrunableLayers {
             skeleton: conv.skeleton.val(),
             skeleton_id: conv.skeleton.id,
             bias: conv.bias.as_ref().map(|b| (b.val(), b.id)),
-            execution: (conv.execution.val(), conv.execution.id),
+            stripe_wise: conv.is_stripe_wise(),
+            execution_id: conv.execution.id,
             stride: conv.stride,
             padding: conv.padding,
             input_size: conv.last_input_size(),

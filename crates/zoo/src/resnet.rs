@@ -32,6 +32,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::StripeLayout;
+use crate::compact::plan::{host, norm_of_bias};
 use crate::cost::output_size;
 use crate::{
     CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError,
@@ -301,8 +302,7 @@ impl Block {
         if !conv.is_stripe_wise() || StripeLayout::of(conv).live_stripes() > 0 {
             return None;
         }
-        let host = |t: Tensor<1>| t.into_data().iter::<f64>().collect::<Vec<_>>();
-        let [gamma, beta, mean, var] = [
+        let values = [
             norm.gamma.val(),
             norm.beta.val(),
             norm.running_mean.value(),
@@ -310,14 +310,12 @@ impl Block {
         ]
         .map(host);
         let bias = conv.bias.as_ref().map(|b| host(b.val()));
-        Some(
-            (0..gamma.len())
-                .map(|f| {
-                    let b = bias.as_ref().map_or(0.0, |b| b[f]);
-                    gamma[f] * (b - mean[f]) / (var[f] + norm.epsilon).sqrt() + beta[f]
-                })
-                .collect(),
-        )
+        let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
+        Some(norm_of_bias(
+            [gamma, beta, mean, var],
+            norm.epsilon,
+            bias.as_deref(),
+        ))
     }
 }
 

@@ -20,6 +20,8 @@
 
 use std::collections::HashMap;
 
+use burn::tensor::Tensor;
+
 use crate::{PrunableLayer, PrunableLayers, ZooError};
 
 /// Host copy of what the plan reads of one declared conv.
@@ -32,6 +34,28 @@ pub struct LayerState {
     /// `c_f = act(bn(b_f))` per filter: the value of a silent channel after the norm and the
     /// activation.
     pub silent_value: Vec<f64>,
+    /// Whether the conv has a coupled norm (whose `γ`, `β` DTC zeroes for dead filters).
+    pub norm: bool,
+}
+
+/// A `[n]` tensor on the host.
+pub(crate) fn host(t: Tensor<1>) -> Vec<f64> {
+    t.into_data().iter::<f64>().collect()
+}
+
+/// `bn(b)_f = γ_f (b_f − μ_f) / sqrt(σ²_f + ε) + β_f` per channel, in inference mode, from
+/// `[γ, β, μ, σ²]` (host copies) and the bias (`None`: 0).
+pub(crate) fn norm_of_bias(
+    [gamma, beta, mean, var]: [&[f64]; 4],
+    epsilon: f64,
+    bias: Option<&[f64]>,
+) -> Vec<f64> {
+    (0..gamma.len())
+        .map(|f| {
+            let b = bias.map_or(0.0, |b| b[f]);
+            gamma[f] * (b - mean[f]) / (var[f] + epsilon).sqrt() + beta[f]
+        })
+        .collect()
 }
 
 impl LayerState {
@@ -41,7 +65,6 @@ impl LayerState {
             layer: layer.name.clone(),
             what,
         };
-        let host = |t: burn::tensor::Tensor<1>| t.into_data().iter::<f64>().collect::<Vec<_>>();
         let skeleton = host(layer.skeleton.clone().flatten(0, 2));
         if skeleton.iter().any(|v| !v.is_finite()) {
             return Err(non_finite("skeleton"));
@@ -53,11 +76,10 @@ impl LayerState {
         };
         let normed: Vec<f64> = match &layer.norm {
             Some(n) => {
-                let [gamma, beta, mean, var] =
+                let values =
                     [&n.gamma, &n.beta, &n.running_mean, &n.running_var].map(|t| host(t.clone()));
-                (0..cout)
-                    .map(|f| gamma[f] * (bias[f] - mean[f]) / (var[f] + n.epsilon).sqrt() + beta[f])
-                    .collect()
+                let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
+                norm_of_bias([gamma, beta, mean, var], n.epsilon, Some(&bias))
             }
             None => bias.clone(),
         };
@@ -69,13 +91,14 @@ impl LayerState {
             stripes: skeleton.iter().map(|&v| v != 0.0).collect(),
             bias: bias.iter().map(|&v| v != 0.0).collect(),
             silent_value,
+            norm: layer.norm.is_some(),
         })
     }
 
     /// This state under DTC masks: `stripes [Cout·kh·kw]` keeps a stripe, `alive [Cout]` a
     /// filter (a dead filter's coupled `γ`, `β` are zeroed, so its silent value is `act(0) = 0`
     /// when the layer has a norm).
-    pub fn masked(&self, stripes: &[bool], alive: &[bool], has_norm: bool) -> Self {
+    pub fn masked(&self, stripes: &[bool], alive: &[bool]) -> Self {
         Self {
             stripes: self
                 .stripes
@@ -88,8 +111,9 @@ impl LayerState {
                 .silent_value
                 .iter()
                 .zip(alive)
-                .map(|(&v, &a)| if a || !has_norm { v } else { 0.0 })
+                .map(|(&v, &a)| if a || !self.norm { v } else { 0.0 })
                 .collect(),
+            norm: self.norm,
         }
     }
 }

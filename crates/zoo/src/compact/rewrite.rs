@@ -59,7 +59,7 @@ impl Rewrite {
                     rewrite.insert(id, value.clone().select(0, kept.clone()));
                 }
             }
-            rewrite.markers.push(layer.execution.1);
+            rewrite.markers.push(layer.execution_id);
         }
         for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
             let device = linear.weight.device();

@@ -47,34 +47,42 @@ pub struct StripeLayout {
 }
 
 impl StripeLayout {
-    /// The layout of `live [Cout, kh, kw]` (row-major) for a conv of this geometry.
-    pub(crate) fn from_mask(conv: &SkeletonConv2d, live: &[bool]) -> Self {
-        let (geometry, bias) = ((conv.stride, conv.padding), conv.bias.is_some());
-        Self::from_parts(conv.weight_dims(), geometry, bias, live)
-    }
-
     /// The layout of a declared layer as it is: its non-zero skeleton entries.
     pub fn of_layer(layer: &PrunableLayer) -> Self {
-        let live: Vec<bool> = layer
-            .skeleton
-            .clone()
-            .into_data()
-            .iter::<f32>()
-            .map(|v| v != 0.0)
-            .collect();
+        let skeleton: Vec<f32> = layer.skeleton.clone().into_data().iter::<f32>().collect();
         let geometry = (layer.stride, layer.padding);
-        Self::from_parts(layer.weight_dims(), geometry, layer.bias.is_some(), &live)
+        Self::from_skeleton(
+            layer.weight_dims(),
+            geometry,
+            layer.bias.is_some(),
+            &skeleton,
+        )
     }
 
-    fn from_parts(
+    /// The layout of `conv` as it is: its non-zero skeleton entries.
+    pub fn of(conv: &SkeletonConv2d) -> Self {
+        Self::of_values(conv, &skeleton_values(conv))
+    }
+
+    /// The layout of `conv` whose skeleton is `skeleton` (host copy).
+    fn of_values(conv: &SkeletonConv2d, skeleton: &[f32]) -> Self {
+        let (geometry, bias) = ((conv.stride, conv.padding), conv.bias.is_some());
+        Self::from_skeleton(conv.weight_dims(), geometry, bias, skeleton)
+    }
+
+    /// The non-zero entries of `skeleton [Cout, kh, kw]` (row-major) for a conv of this
+    /// geometry.
+    fn from_skeleton(
         [cout, cin, kh, kw]: [usize; 4],
         (stride, padding): ([usize; 2], [usize; 2]),
         bias: bool,
-        live: &[bool],
+        skeleton: &[f32],
     ) -> Self {
         let positions = (0..kh * kw)
             .filter_map(|p| {
-                let filters: Vec<usize> = (0..cout).filter(|&f| live[f * kh * kw + p]).collect();
+                let filters: Vec<usize> = (0..cout)
+                    .filter(|&f| skeleton[f * kh * kw + p] != 0.0)
+                    .collect();
                 (!filters.is_empty()).then_some(StripePosition {
                     offset: [p / kw, p % kw],
                     filters,
@@ -90,16 +98,6 @@ impl StripeLayout {
             bias,
             positions,
         }
-    }
-
-    /// The layout of `conv` as it is: its non-zero skeleton entries.
-    pub fn of(conv: &SkeletonConv2d) -> Self {
-        Self::from_skeleton(conv, &skeleton_values(conv))
-    }
-
-    fn from_skeleton(conv: &SkeletonConv2d, skeleton: &[f32]) -> Self {
-        let live: Vec<bool> = skeleton.iter().map(|&v| v != 0.0).collect();
-        Self::from_mask(conv, &live)
     }
 
     /// Number of live stripes.
@@ -161,7 +159,7 @@ impl PackCache {
             return (p.layout.clone(), p.weights.clone());
         }
         let skeleton = skeleton_values(conv);
-        let layout = Arc::new(StripeLayout::from_skeleton(conv, &skeleton));
+        let layout = Arc::new(StripeLayout::of_values(conv, &skeleton));
         let weights = Arc::new(packed_weights(conv, &layout, &skeleton));
         *self.lock() = Some(Packed {
             ids,
