@@ -18,7 +18,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::compact::{max_pool_2x2, runs_on_host};
+use crate::compact::{max_pool_2x2, runs_on_host, with_values};
 use crate::cost::output_size;
 use crate::{
     CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError,
@@ -202,8 +202,7 @@ fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     }
     let device = x.device();
     let [n, c, h, w] = x.dims();
-    let data: Vec<f32> = x.into_data().try_into_vec().unwrap_or_default();
-    let out = max_pool_2x2(&data, [n * c, h, w]);
+    let out = with_values(x, |x| max_pool_2x2(x, [n * c, h, w]));
     Tensor::from_data(TensorData::new(out, [n, c, h / 2, w / 2]), &device)
 }
 

@@ -17,6 +17,7 @@
 //! model (`pruner.apply_masks(model)`), load that record into a fresh model and compact again:
 //! compaction is a pure function of the masked weights.
 
+mod host_buffer;
 mod host_kernel;
 pub mod plan;
 mod rewrite;
@@ -41,5 +42,6 @@ pub fn compact<M: Prunable>(model: M) -> Result<M, ZooError> {
     Ok(model.map(&mut rewrite::Rewrite::new(&layers, &plan)))
 }
 
+pub(crate) use host_buffer::with_values;
 pub(crate) use host_kernel::max_pool_2x2;
 pub(crate) use stripes::runs_on_host;

@@ -14,6 +14,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::host_buffer::with_values;
 use super::host_kernel::{self, Geometry};
 use crate::cost::output_size;
 use crate::{PrunableLayer, SkeletonConv2d};
@@ -283,12 +284,13 @@ fn forward_host(layout: &StripeLayout, w_all: &[f32], input: Tensor<4>) -> Tenso
     let device = input.device();
     let [batch, cin, h, w] = input.dims();
     let [ho, wo] = layout.output_size([h, w]);
-    let x: Vec<f32> = input.into_data().try_into_vec().unwrap_or_default();
     let geometry = Geometry {
         input: [cin, h, w],
         output: [ho, wo],
     };
-    let out = host_kernel::stripe_conv(layout, &x, w_all, geometry);
+    let out = with_values(input, |x| {
+        host_kernel::stripe_conv(layout, x, w_all, geometry)
+    });
     Tensor::from_data(
         TensorData::new(out, [batch, layout.out_channels, ho, wo]),
         &device,

@@ -352,6 +352,31 @@ fn host_kernel_equals_tensor_ops() {
     }
 }
 
+/// The host kernel reads its input in place; a shared input (a residual block's, held by the
+/// shortcut too) and a non-contiguous one (a transposed view) give the dense conv's output.
+#[test]
+fn host_kernel_reads_shared_and_strided_inputs() {
+    use crate::SkeletonConv2dConfig;
+    let device = Device::default();
+    let mut rng = Rng(5);
+    let mut conv = SkeletonConv2dConfig::new([4, 6], [3, 3])
+        .init(&device)
+        .unwrap();
+    randomize_conv(&mut conv, MASKINGS[0], &mut rng);
+    let x = input([3, 4, 7, 9], &mut rng, &device);
+    let before: Vec<f32> = x.to_data().iter::<f32>().collect();
+    let transposed = x.clone().swap_dims(2, 3);
+    let compact = conv.clone().with_stripe_execution(true);
+    for (what, x) in [("shared", x.clone()), ("transposed", transposed)] {
+        let dense = conv.forward(x.clone());
+        let scale: f32 = dense.clone().abs().max().into_scalar();
+        let err: f32 = (compact.forward(x) - dense).abs().max().into_scalar();
+        assert!(err <= 1e-5 * scale.max(1.0), "{what}: {err}");
+    }
+    let after: Vec<f32> = x.into_data().iter::<f32>().collect();
+    assert_eq!(after, before, "the shared input is untouched");
+}
+
 #[test]
 fn host_max_pool_equals_burns() {
     let device = Device::default();
