@@ -16,7 +16,7 @@ use texprune::burn::tensor::{Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
 use texprune::zoo::compact::StripeLayout;
 use texprune::{
-    CostReport, LayerKind, Prunable, PrunableLayers, Pruner, PrunerConfig, Schedule,
+    Activation, CostReport, LayerKind, Prunable, PrunableLayers, Pruner, PrunerConfig, Schedule,
     SkeletonConv2d, SkeletonConv2dConfig, Target, ZooError, compact,
 };
 
@@ -244,6 +244,47 @@ fn a_dead_residual_branch_adds_its_constant() {
     let cost = CostReport::of_model(&compacted).unwrap();
     let macs = |name: &str| cost.layers.iter().find(|l| l.name == name).unwrap().macs;
     assert_eq!((macs("inner"), macs("outer")), (0, 0));
+}
+
+/// The residual net's forward pass written with `forward_norm`, as a user would for speed:
+/// each conv → BatchNorm → (residual add) → ReLU step is one call.
+fn fused_forward(m: &ResidualNet, x: Tensor<4>) -> Tensor<2> {
+    let x = m.stem.forward_norm(x, &m.stem_bn, None, Activation::Relu);
+    let y = m
+        .inner
+        .forward_norm(x.clone(), &m.inner_bn, None, Activation::Relu);
+    let x = m
+        .outer
+        .forward_norm(y, &m.outer_bn, Some(x), Activation::Relu);
+    let x = m.pool.forward(x);
+    let x = m.down.forward_norm(x, &m.down_bn, None, Activation::Relu);
+    let x = m.wide.forward_norm(x, &m.wide_bn, None, Activation::Relu);
+    m.head.forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
+}
+
+#[test]
+fn forward_norm_equals_the_steps_on_a_user_model_dense_and_compacted() {
+    let device = Device::default();
+    for seed in 0..6 {
+        let mut rng = SplitMix64(100 + seed);
+        let mut model = ResidualNet::new(WIDTH, &device).unwrap();
+        // Seeds 0 and 3 kill the block's inner conv: the fused residual add then adds the
+        // constant `outer_bn(0)`.
+        randomize_residual(&mut model, &mut rng, seed % 3 == 0);
+        let compacted = compact(model.clone()).unwrap();
+        let x = images(5, &mut rng, &device);
+        let steps = model.forward(x.clone());
+        for (what, y) in [
+            ("dense", fused_forward(&model, x.clone())),
+            ("compacted", fused_forward(&compacted, x.clone())),
+        ] {
+            let (err, same) = compare(y, steps.clone());
+            assert!(
+                err <= 1e-5 && same,
+                "seed {seed}, {what}: relative error {err}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -63,6 +63,14 @@ impl Activation {
             Self::Relu => v.max(0.0),
         }
     }
+
+    /// The activation of a tensor.
+    pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Identity => x,
+            Self::Relu => burn::tensor::activation::relu(x),
+        }
+    }
 }
 
 /// One prunable conv as the pruner sees it: its tensors (in the model's graph), their ids, and

@@ -26,7 +26,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -35,7 +34,8 @@ use crate::compact::StripeLayout;
 use crate::compact::plan::{host, norm_of_bias};
 use crate::cost::output_size;
 use crate::{
-    CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError,
+    Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
+    ZooError,
 };
 
 /// Which ResNet family.
@@ -280,19 +280,20 @@ pub struct Block {
 impl Block {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut identity = Some(match &self.shortcut {
+            Some(s) => s
+                .conv
+                .forward_norm(x.clone(), &s.norm, None, Activation::Identity),
+            None => x.clone(),
+        });
         let last = self.convs.len() - 1;
-        let mut out = x.clone();
+        let mut out = x;
         for (k, (conv, norm)) in self.convs.iter().zip(&self.norms).enumerate() {
-            out = norm.forward(conv.forward(out));
-            if k < last {
-                out = relu(out);
-            }
+            // The last conv adds the shortcut before its ReLU.
+            let residual = if k == last { identity.take() } else { None };
+            out = conv.forward_norm(out, norm, residual, Activation::Relu);
         }
-        let identity = match &self.shortcut {
-            Some(s) => s.norm.forward(s.conv.forward(x)),
-            None => x,
-        };
-        relu(out + identity)
+        out
     }
 
     /// After compaction, the constant `bn_last(bias)` the branch adds when its last conv has no
@@ -344,7 +345,9 @@ impl ResNet {
     /// - `input`: `[batch, in_channels, H, W]`
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(input)));
+        let mut x = self
+            .conv1
+            .forward_norm(input, &self.bn1, None, Activation::Relu);
         if let Some(pool) = &self.pool {
             x = pool.forward(x);
         }

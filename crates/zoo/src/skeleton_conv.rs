@@ -4,12 +4,14 @@ use std::sync::{Arc, Mutex};
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Initializer, Module, ModuleDisplay, Param, ParamId};
+use burn::nn::BatchNorm;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::ZooError;
 use crate::compact::stripes;
+use crate::cost::output_size;
+use crate::{Activation, ZooError};
 
 /// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
 ///
@@ -202,6 +204,42 @@ impl SkeletonConv2d {
             return stripes::forward(self, input);
         }
         self.forward_dense(input)
+    }
+
+    /// `act(norm(conv(x)) + residual)`: the conv → BatchNorm → (residual add) → activation
+    /// sequence of most CNNs in one call, equal to writing the steps out
+    /// (`act(norm.forward(conv.forward(x)) + r)`). For a compacted layer in inference on the CPU
+    /// it is one pass of the host kernel, whose output pass applies the bias, the BatchNorm in
+    /// inference form (`γ (y − μ) / √(σ² + ε) + β`), the residual and the activation while the
+    /// output is in cache, instead of five or six passes over the activation.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, Cin, H, W]`; `norm`: `Cout` channels
+    /// - `residual`: the output's shape
+    /// - output: as [`forward`](Self::forward)
+    pub fn forward_norm(
+        &self,
+        input: Tensor<4>,
+        norm: &BatchNorm,
+        residual: Option<Tensor<4>>,
+        activation: Activation,
+    ) -> Tensor<4> {
+        let [batch, _, h, w] = input.dims();
+        let [cout, _, kh, kw] = self.weight_dims();
+        let [ho, wo] = output_size([h, w], [kh, kw], self.stride, self.padding);
+        let fits = norm.gamma.dims() == [cout]
+            && residual
+                .as_ref()
+                .is_none_or(|r| r.dims() == [batch, cout, ho, wo]);
+        if fits && !input.is_autodiff() && self.is_stripe_wise() {
+            self.observed.lock().input_size = Some([h, w]);
+            return stripes::forward_with(self, input, Some(norm), residual, activation);
+        }
+        let y = norm.forward(self.forward(input));
+        activation.forward(match residual {
+            Some(r) => y + r,
+            None => y,
+        })
     }
 
     /// The dense forward pass `conv2d(x, W ⊙ S[:, None]) + b`, whatever the marker says.

@@ -14,14 +14,14 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::{max_pool_2x2, runs_on_host, with_values};
 use crate::cost::output_size;
 use crate::{
-    CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, ZooError,
+    Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
+    ZooError,
 };
 
 /// One entry of a VGG layer list.
@@ -165,9 +165,10 @@ impl Vgg {
         for layer in &self.layers {
             x = match layer {
                 VggLayer::Conv(_) => {
-                    let y = self.norms[conv].forward(self.convs[conv].forward(x));
+                    let y =
+                        self.convs[conv].forward_norm(x, &self.norms[conv], None, Activation::Relu);
                     conv += 1;
-                    relu(y)
+                    y
                 }
                 VggLayer::MaxPool => max_pool(&self.pool, x),
             };

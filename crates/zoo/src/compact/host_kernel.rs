@@ -32,13 +32,52 @@ pub(crate) struct Geometry {
     pub output: [usize; 2],
 }
 
+/// The per-channel pass over a conv's output while it is still in cache, in place:
+/// `y_c ← act(scale_c · y_c + shift_c + r_c)`. It carries the conv's bias and, fused, its
+/// BatchNorm in inference form (`scale = γ / √(σ² + ε)`, `shift = β + (b − μ) · scale`), a
+/// residual `r` and a ReLU: what would otherwise be one or more element-wise passes over the
+/// whole output each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Epilogue {
+    /// `(scale, shift)` per output channel; `None`: the identity.
+    pub affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// ReLU after the affine map and the residual.
+    pub relu: bool,
+}
+
+impl Epilogue {
+    /// Applies it to `out [n, Cout, plane]`, adding `residual` (same shape) before the ReLU.
+    fn apply(&self, out: &mut [f32], residual: Option<&[f32]>, [cout, plane]: [usize; 2]) {
+        if self.affine.is_none() && residual.is_none() && !self.relu {
+            return;
+        }
+        for (k, y) in out.chunks_exact_mut(plane).enumerate() {
+            let c = k % cout;
+            if let Some((scale, shift)) = &self.affine {
+                let (a, b) = (scale[c], shift[c]);
+                y.iter_mut().for_each(|v| *v = *v * a + b);
+            }
+            if let Some(r) = residual {
+                let r = &r[k * plane..][..plane];
+                y.iter_mut().zip(r).for_each(|(v, r)| *v += *r);
+            }
+            if self.relu {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    }
+}
+
 /// `out [N, Cout, Ho, Wo]` from `x [N, Cin, H, W]` and the stacked live-stripe weights
-/// `w_all [S, Cin]` (rows in plan order: position by position, filters ascending).
+/// `w_all [S, Cin]` (rows in plan order: position by position, filters ascending), with
+/// `epilogue` (and `residual [N, Cout, Ho, Wo]`) applied to each group of images as it is done.
 pub(crate) fn stripe_conv(
     plan: &StripeLayout,
     x: &[f32],
     w_all: &[f32],
     geometry: Geometry,
+    epilogue: &Epilogue,
+    residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let [cin, h, w] = geometry.input;
     let [ho, wo] = geometry.output;
@@ -46,7 +85,19 @@ pub(crate) fn stripe_conv(
     let (in_size, out_size) = (cin * h * w, cout * ho * wo);
     let batch = x.len() / in_size.max(1);
     let mut out = vec![0.0f32; batch * out_size];
+    if out.is_empty() {
+        return out;
+    }
+    let shape = [cout, ho * wo];
+    // Chunk `k` of `chunk` floats (the last may be shorter) of the residual.
+    let residual_of = |k: usize, chunk: usize, len: usize| residual.map(|r| &r[k * chunk..][..len]);
     if plan.positions.is_empty() || cin == 0 {
+        out.par_chunks_mut(out_size)
+            .enumerate()
+            .for_each(|(k, out)| {
+                let r = residual_of(k, out_size, out.len());
+                epilogue.apply(out, r, shape);
+            });
         return out;
     }
     let group = if plan.stride == [1, 1] {
@@ -56,12 +107,15 @@ pub(crate) fn stripe_conv(
     };
     out.par_chunks_mut(out_size * group)
         .zip(x.par_chunks(in_size * group))
-        .for_each(|(out, x)| {
+        .enumerate()
+        .for_each(|(k, (out, x))| {
             if plan.stride == [1, 1] {
                 stride_one(plan, x, w_all, geometry, out);
             } else {
                 strided(plan, x, w_all, geometry, out);
             }
+            let r = residual_of(k, out_size * group, out.len());
+            epilogue.apply(out, r, shape);
         });
     out
 }

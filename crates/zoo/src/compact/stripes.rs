@@ -9,15 +9,16 @@
 use std::sync::{Arc, Mutex};
 
 use burn::module::ParamId;
+use burn::nn::BatchNorm;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::host_buffer::with_values;
-use super::host_kernel::{self, Geometry};
+use super::host_kernel::{self, Epilogue, Geometry};
 use crate::cost::output_size;
-use crate::{PrunableLayer, SkeletonConv2d};
+use crate::{Activation, PrunableLayer, SkeletonConv2d};
 
 /// The live stripes at one kernel position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,16 +186,71 @@ fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
 /// - `input`: `[batch, Cin, H, W]`
 /// - output: `[batch, Cout, Ho, Wo]` as the dense conv
 pub(crate) fn forward(conv: &SkeletonConv2d, input: Tensor<4>) -> Tensor<4> {
-    let cout = conv.weight_dims()[0];
-    let out = if runs_on_host(&input) {
+    forward_with(conv, input, None, None, Activation::Identity)
+}
+
+/// `act(norm(conv(x)) + residual)` stripe-wise. On the host kernel the bias, the norm (in
+/// inference form), the residual and the activation are the kernel's output pass
+/// ([`host_kernel::Epilogue`]); elsewhere they are the same ops after the conv. The caller
+/// checks that `norm` has `Cout` channels and `residual` the output's shape.
+pub(crate) fn forward_with(
+    conv: &SkeletonConv2d,
+    input: Tensor<4>,
+    norm: Option<&BatchNorm>,
+    residual: Option<Tensor<4>>,
+    activation: Activation,
+) -> Tensor<4> {
+    if runs_on_host(&input) && residual.as_ref().is_none_or(runs_on_host) {
         let (layout, weights) = conv.packed.get(conv);
-        forward_host(&layout, &weights, input)
-    } else {
-        forward_tensor_ops(conv, &StripeLayout::of(conv), input)
+        let epilogue = epilogue(conv, norm, activation);
+        return forward_host(&layout, &weights, input, &epilogue, residual);
+    }
+    let cout = conv.weight_dims()[0];
+    let mut out = forward_tensor_ops(conv, &StripeLayout::of(conv), input);
+    if let Some(b) = &conv.bias {
+        out = out + b.val().reshape([1, cout, 1, 1]);
+    }
+    if let Some(norm) = norm {
+        out = norm.forward(out);
+    }
+    if let Some(r) = residual {
+        out = out + r;
+    }
+    activation.forward(out)
+}
+
+/// The host kernel's output pass for `conv` followed by `norm` (inference form) and
+/// `activation`: `scale = γ / √(σ² + ε)`, `shift = β + (b − μ) · scale`, computed in f64.
+fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activation) -> Epilogue {
+    let values = |t: Tensor<1>| with_values(t, |v| v.iter().map(|&v| f64::from(v)).collect());
+    let cout = conv.weight_dims()[0];
+    let bias: Vec<f64> = conv
+        .bias
+        .as_ref()
+        .map_or(vec![0.0; cout], |b| values(b.val()));
+    let affine: Option<(Vec<f64>, Vec<f64>)> = match norm {
+        Some(n) => {
+            let [gamma, beta, mean, var] = [
+                n.gamma.val(),
+                n.beta.val(),
+                n.running_mean.value(),
+                n.running_var.value(),
+            ]
+            .map(values);
+            let scale: Vec<f64> = (0..cout)
+                .map(|c| gamma[c] / (var[c] + n.epsilon).sqrt())
+                .collect();
+            let shift = (0..cout)
+                .map(|c| beta[c] + (bias[c] - mean[c]) * scale[c])
+                .collect();
+            Some((scale, shift))
+        }
+        None => conv.bias.is_some().then(|| (vec![1.0; cout], bias)),
     };
-    match &conv.bias {
-        Some(b) => out + b.val().reshape([1, cout, 1, 1]),
-        None => out,
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    Epilogue {
+        affine: affine.map(|(scale, shift)| (to_f32(scale), to_f32(shift))),
+        relu: activation == Activation::Relu,
     }
 }
 
@@ -279,8 +335,15 @@ pub(crate) fn forward_tensor_ops(
     out
 }
 
-/// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff).
-fn forward_host(layout: &StripeLayout, w_all: &[f32], input: Tensor<4>) -> Tensor<4> {
+/// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff), with its
+/// output pass.
+fn forward_host(
+    layout: &StripeLayout,
+    w_all: &[f32],
+    input: Tensor<4>,
+    epilogue: &Epilogue,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
     let device = input.device();
     let [batch, cin, h, w] = input.dims();
     let [ho, wo] = layout.output_size([h, w]);
@@ -288,8 +351,12 @@ fn forward_host(layout: &StripeLayout, w_all: &[f32], input: Tensor<4>) -> Tenso
         input: [cin, h, w],
         output: [ho, wo],
     };
-    let out = with_values(input, |x| {
-        host_kernel::stripe_conv(layout, x, w_all, geometry)
+    let conv = |x: &[f32], r: Option<&[f32]>| {
+        host_kernel::stripe_conv(layout, x, w_all, geometry, epilogue, r)
+    };
+    let out = with_values(input, |x| match residual {
+        Some(r) => with_values(r, |r| conv(x, Some(r))),
+        None => conv(x, None),
     });
     Tensor::from_data(
         TensorData::new(out, [batch, layout.out_channels, ho, wo]),

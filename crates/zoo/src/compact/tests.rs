@@ -377,6 +377,60 @@ fn host_kernel_reads_shared_and_strided_inputs() {
     assert_eq!(after, before, "the shared input is untouched");
 }
 
+/// `forward_norm` on a compacted conv (the host kernel's output pass: bias, BatchNorm in
+/// inference form, residual, activation) equals the steps written out, for strides 1 and 2,
+/// with and without bias, residual and ReLU, and on a conv whose every stripe is dead.
+#[test]
+fn fused_norm_residual_activation_equals_the_steps() {
+    use crate::{Activation, SkeletonConv2dConfig};
+    use burn::nn::BatchNormConfig;
+    let device = Device::default();
+    let mut rng = Rng(21);
+    for (stride, bias, all_dead) in [(1, false, false), (2, true, false), (1, true, true)] {
+        let mut conv = SkeletonConv2dConfig::new([5, 6], [3, 3])
+            .with_stride([stride, stride])
+            .with_bias(bias)
+            .init(&device)
+            .unwrap();
+        let masking = if all_dead {
+            Masking {
+                stripe: 1.0,
+                ..MASKINGS[0]
+            }
+        } else {
+            MASKINGS[0]
+        };
+        randomize_conv(&mut conv, masking, &mut rng);
+        if let Some(b) = &conv.bias {
+            conv.bias = Some(Param::from_tensor(b.val() + 0.3));
+        }
+        let mut norm = BatchNormConfig::new(6).init(&device);
+        randomize_norm(&mut norm, &[], &mut rng);
+        let x = input([3, 5, 9, 9], &mut rng, &device);
+        let compact = conv.clone().with_stripe_execution(true);
+        let y = conv.forward(x.clone());
+        let residual = input(y.dims(), &mut rng, &device);
+        for with_residual in [false, true] {
+            for activation in [Activation::Identity, Activation::Relu] {
+                let r = with_residual.then(|| residual.clone());
+                let steps = norm.forward(conv.forward(x.clone()));
+                let steps = activation.forward(match &r {
+                    Some(r) => steps + r.clone(),
+                    None => steps,
+                });
+                let fused = compact.forward_norm(x.clone(), &norm, r, activation);
+                let scale: f32 = steps.clone().abs().max().into_scalar();
+                let err: f32 = (fused - steps).abs().max().into_scalar();
+                let what = format!("stride {stride} bias {bias} dead {all_dead} {activation:?}");
+                assert!(
+                    err <= 1e-5 * scale.max(1.0),
+                    "{what} residual {with_residual}: {err}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn host_max_pool_equals_burns() {
     let device = Device::default();
