@@ -31,7 +31,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::StripeLayout;
-use crate::compact::plan::{host, norm_of_bias};
+use crate::compact::plan::{host, norm_of_bias, norm_values};
 use crate::cost::output_size;
 use crate::{
     Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
@@ -303,13 +303,7 @@ impl Block {
         if !conv.is_stripe_wise() || StripeLayout::of(conv).live_stripes() > 0 {
             return None;
         }
-        let values = [
-            norm.gamma.val(),
-            norm.beta.val(),
-            norm.running_mean.value(),
-            norm.running_var.value(),
-        ]
-        .map(host);
+        let values = norm_values(norm);
         let bias = conv.bias.as_ref().map(|b| host(b.val()));
         let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
         Some(norm_of_bias(

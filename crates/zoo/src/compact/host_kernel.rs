@@ -34,7 +34,7 @@ pub(crate) struct Geometry {
 
 /// The per-channel pass over a conv's output while it is still in cache, in place:
 /// `y_c ← act(scale_c · y_c + shift_c + r_c)`. It carries the conv's bias and, fused, its
-/// BatchNorm in inference form (`scale = γ / √(σ² + ε)`, `shift = β + (b − μ) · scale`), a
+/// BatchNorm in inference form (`scale = γ / √(σ² + ε)`, `shift = γ (b − μ) / √(σ² + ε) + β`), a
 /// residual `r` and a ReLU: what would otherwise be one or more element-wise passes over the
 /// whole output each.
 #[derive(Debug, Clone, Default, PartialEq)]

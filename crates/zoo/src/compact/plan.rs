@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 
+use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
 use crate::{PrunableLayer, PrunableLayers, ZooError};
@@ -41,6 +42,17 @@ pub struct LayerState {
 /// A `[n]` tensor on the host.
 pub(crate) fn host(t: Tensor<1>) -> Vec<f64> {
     t.into_data().iter::<f64>().collect()
+}
+
+/// `[γ, β, μ, σ²]` of `norm` on the host (inference statistics).
+pub(crate) fn norm_values(norm: &BatchNorm) -> [Vec<f64>; 4] {
+    [
+        norm.gamma.val(),
+        norm.beta.val(),
+        norm.running_mean.value(),
+        norm.running_var.value(),
+    ]
+    .map(host)
 }
 
 /// `bn(b)_f = γ_f (b_f − μ_f) / sqrt(σ²_f + ε) + β_f` per channel, in inference mode, from

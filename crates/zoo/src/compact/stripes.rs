@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host_buffer::with_values;
 use super::host_kernel::{self, Epilogue, Geometry};
+use super::plan::{host, norm_of_bias, norm_values};
 use crate::cost::output_size;
 use crate::{Activation, PrunableLayer, SkeletonConv2d};
 
@@ -220,32 +221,21 @@ pub(crate) fn forward_with(
 }
 
 /// The host kernel's output pass for `conv` followed by `norm` (inference form) and
-/// `activation`: `scale = γ / √(σ² + ε)`, `shift = β + (b − μ) · scale`, computed in f64.
+/// `activation`: `scale = γ / √(σ² + ε)` and `shift = bn(b)`, computed in f64.
 fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activation) -> Epilogue {
-    let values = |t: Tensor<1>| with_values(t, |v| v.iter().map(|&v| f64::from(v)).collect());
     let cout = conv.weight_dims()[0];
-    let bias: Vec<f64> = conv
-        .bias
-        .as_ref()
-        .map_or(vec![0.0; cout], |b| values(b.val()));
-    let affine: Option<(Vec<f64>, Vec<f64>)> = match norm {
+    let bias = conv.bias.as_ref().map(|b| host(b.val()));
+    let affine = match norm {
         Some(n) => {
-            let [gamma, beta, mean, var] = [
-                n.gamma.val(),
-                n.beta.val(),
-                n.running_mean.value(),
-                n.running_var.value(),
-            ]
-            .map(values);
-            let scale: Vec<f64> = (0..cout)
+            let values = norm_values(n);
+            let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
+            let scale = (0..cout)
                 .map(|c| gamma[c] / (var[c] + n.epsilon).sqrt())
                 .collect();
-            let shift = (0..cout)
-                .map(|c| beta[c] + (bias[c] - mean[c]) * scale[c])
-                .collect();
+            let shift = norm_of_bias([gamma, beta, mean, var], n.epsilon, bias.as_deref());
             Some((scale, shift))
         }
-        None => conv.bias.is_some().then(|| (vec![1.0; cout], bias)),
+        None => bias.map(|b| (vec![1.0; cout], b)),
     };
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
     Epilogue {
