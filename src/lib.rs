@@ -50,7 +50,7 @@ pub use texprune_texture as texture;
 pub use texprune_zoo as zoo;
 
 pub use texprune_cdp::{CdpConfig, CdpError, Formula};
-pub use texprune_dtc::{DtcConfig, DtcError};
+pub use texprune_dtc::{DtcConfig, DtcError, ThresholdRule};
 pub use texprune_zoo::{
     Activation, Classifier, CostReport, Costed, LayerKind, Prunable, PrunableLayers,
     SkeletonConv2d, SkeletonConv2dConfig, ZooError, compact,

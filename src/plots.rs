@@ -210,3 +210,98 @@ pub(crate) fn plot_lines(
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }
+
+/// One method's points for [`plot_methods`]: `(x, mean, standard deviation)` per target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodSeries {
+    /// The method's name (the legend).
+    pub name: String,
+    /// `(x, y mean, y standard deviation)`, in the order to join them.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// Draws each series as a line through its means with `± standard deviation` error bars, into
+/// the SVG `path`: for instance test accuracy (%) against FLOPs removed (%), one line per method.
+pub fn plot_methods(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[MethodSeries],
+) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let points = || series.iter().flat_map(|s| s.points.iter());
+    let (mut x_lo, mut x_hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut y_lo, mut y_hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y, e) in points() {
+        (x_lo, x_hi) = (x_lo.min(x), x_hi.max(x));
+        (y_lo, y_hi) = (y_lo.min(y - e), y_hi.max(y + e));
+    }
+    if !(x_lo.is_finite() && y_lo.is_finite()) {
+        return Err(err(&"no finite point to draw"));
+    }
+    let x_pad = ((x_hi - x_lo) * 0.08).max(1.0);
+    let y_pad = ((y_hi - y_lo) * 0.15).max(0.2);
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(
+            (x_lo - x_pad)..(x_hi + x_pad),
+            (y_lo - y_pad)..(y_hi + y_pad),
+        )
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        // Methods at the same x are shifted apart a little so their bars do not hide each other.
+        let shift = (i as f64 - (series.len() as f64 - 1.0) / 2.0) * x_pad * 0.12;
+        let at = |&(x, y, e): &(f64, f64, f64)| (x + shift, y, e);
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().map(at).map(|(x, y, _)| (x, y)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(at)
+                    .map(|(x, y, e)| ErrorBar::new_vertical(x, y - e, y, y + e, color.filled(), 8)),
+            )
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(at)
+                    .map(|(x, y, _)| Circle::new((x, y), 4, color.filled())),
+            )
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

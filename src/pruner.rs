@@ -7,7 +7,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
-use texprune_dtc::{DtcConfig, DtcState, LayerMasks, ThresholdContainer};
+use texprune_dtc::{
+    DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
+};
 use texprune_zoo::compact::{CompactionPlan, LayerState};
 use texprune_zoo::{CostReport, Prunable, PrunableLayer, PrunableLayers};
 
@@ -15,8 +17,9 @@ use crate::PruneError;
 use crate::budget::{ControlState, Phase, Quantity, Schedule, Target, boundary};
 use crate::masking::{MaskMapper, mask_gradient};
 
-/// Version of [`PrunerState`]'s layout.
-pub const STATE_VERSION: u32 = 1;
+/// Version of [`PrunerState`]'s layout (2: the configuration gained `dtc.rule` and
+/// `layer_scales`).
+pub const STATE_VERSION: u32 = 2;
 
 /// Configuration of a [`Pruner`].
 #[derive(Config, Debug, PartialEq)]
@@ -28,6 +31,11 @@ pub struct PrunerConfig {
     /// Layers (by the names the model declares) left out of the penalty and the thresholds.
     #[config(default = "Vec::new()")]
     pub exempt: Vec<String>,
+    /// Per-layer multipliers of δ, by the names the model declares (a layer not listed: 1).
+    /// Below 1 spares a layer, above 1 prunes it harder; the target controller still sets δ,
+    /// so the budget moves between layers (see [`crate::sensitivity::SensitivityReport::layer_scales`]).
+    #[config(default = "Vec::new()")]
+    pub layer_scales: Vec<(String, f64)>,
     /// What to remove; the controller then sets δ (`dtc.threshold` is only its starting point).
     /// Needs a `schedule`. None: the plain method, δ as configured.
     pub target: Option<Target>,
@@ -44,10 +52,46 @@ impl PrunerConfig {
             .with_schedule(Some(schedule))
     }
 
+    /// The L1-norm filter baseline (Li et al., "Pruning Filters for Efficient ConvNets", ICLR
+    /// 2017; Torch-Pruning's `MagnitudeImportance`) to `target` over `schedule`: no penalty; in
+    /// every layer the same fraction of filters, those of smallest `‖W_f ⊙ S_f‖₁`, lose every
+    /// stripe ([`ThresholdRule::FilterNorm`]); the controller sets the fraction, ramped over the
+    /// pruning phase, and fine-tuning follows. The same masks and compaction as the method.
+    pub fn l1_filter(target: Target, schedule: Schedule) -> Self {
+        Self::new(
+            CdpConfig::new(),
+            DtcConfig::new().with_rule(ThresholdRule::FilterNorm),
+        )
+        .with_target(Some(target))
+        .with_schedule(Some(schedule))
+    }
+
+    /// The SWP baseline (Meng et al., "Pruning Filter in Filter", NeurIPS 2020; METHOD §7) to
+    /// `target` over `schedule`: L1 on the skeleton at SWP's published `sr = 1e-5` and one
+    /// threshold for every stripe of every layer ([`ThresholdRule::Global`]), set by the
+    /// controller.
+    pub fn swp(target: Target, schedule: Schedule) -> Self {
+        Self::new(
+            CdpConfig::new().with_l1(1e-5),
+            DtcConfig::new().with_rule(ThresholdRule::Global),
+        )
+        .with_target(Some(target))
+        .with_schedule(Some(schedule))
+    }
+
     /// Checks the coefficients, the threshold, the target and the schedule.
     pub fn validate(&self) -> Result<(), PruneError> {
         self.cdp.validate()?;
         self.dtc.validate()?;
+        if let Some((name, scale)) = self
+            .layer_scales
+            .iter()
+            .find(|(_, s)| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(PruneError::Budget(format!(
+                "layer scale of {name} must be finite and > 0, got {scale}"
+            )));
+        }
         if let Some(schedule) = &self.schedule {
             schedule.validate()?;
         }
@@ -219,6 +263,7 @@ impl Pruner {
             .config
             .exempt
             .iter()
+            .chain(self.config.layer_scales.iter().map(|(name, _)| name))
             .find(|e| !all.iter().any(|l| &l.name == *e))
         {
             return Err(PruneError::UnknownLayer {
@@ -412,9 +457,40 @@ impl Pruner {
 
     fn threshold_layers(&mut self, layers: &[PrunableLayer], grads: &mut GradientsParams) {
         for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
-            self.dtc.update(index, layer.skeleton.clone());
+            let values = self.values(layer);
+            self.dtc.update(index, values);
         }
         self.mask_layers(layers, grads);
+    }
+
+    /// What the threshold rule reads of `layer`: its skeleton, its weight (for
+    /// [`ThresholdRule::FilterNorm`]) and its scale from [`PrunerConfig::layer_scales`].
+    fn values(&self, layer: &PrunableLayer) -> LayerValues {
+        let mut values =
+            LayerValues::new(layer.skeleton.clone()).with_scale(self.scale(&layer.name));
+        if self.config.dtc.rule == ThresholdRule::FilterNorm {
+            values = values.with_weight(layer.weight.clone());
+        }
+        values
+    }
+
+    /// The multiplier of δ of the layer named `name`.
+    fn scale(&self, name: &str) -> f64 {
+        self.config
+            .layer_scales
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(1.0, |(_, s)| *s)
+    }
+
+    /// Sets the per-layer multipliers of δ for the following steps (see
+    /// [`PrunerConfig::layer_scales`]); fails on a scale that is not finite and positive. Names
+    /// are checked against the model at the next step.
+    pub fn set_layer_scales(&mut self, scales: Vec<(String, f64)>) -> Result<(), PruneError> {
+        let config = self.config.clone().with_layer_scales(scales);
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
 
     /// Masks `grads` (skeletons and coupled BatchNorm channels) with the masks in force, without
@@ -507,7 +583,7 @@ impl Pruner {
             .enumerate()
             .map(|(index, l)| {
                 l.thresholded
-                    .then(|| self.dtc.preview(index, l.skeleton.clone(), delta))
+                    .then(|| self.dtc.preview(index, self.values(l), delta))
             })
             .collect();
         let value = probe.measure(layers, target, |index| masks[index].as_ref())?;

@@ -194,6 +194,28 @@ where
 }
 
 impl SensitivityReport {
+    /// Per-layer multipliers of δ that give each layer a share of the budget by its measured
+    /// sensitivity, for [`crate::PrunerConfig::layer_scales`]:
+    /// `s_l = clamp(mean_k(σ_k) / σ_l, 1/4, 4)` with `σ = max(sensitivity, 0)`, so a layer twice
+    /// as sensitive as the average is thresholded at half the base δ (and a layer that loses
+    /// nothing at 4×). All 1 when no layer is sensitive.
+    pub fn layer_scales(&self) -> Vec<(String, f64)> {
+        let sigma: Vec<f64> = self.layers.iter().map(|l| l.sensitivity.max(0.0)).collect();
+        let mean = sigma.iter().sum::<f64>() / sigma.len().max(1) as f64;
+        self.layers
+            .iter()
+            .zip(&sigma)
+            .map(|(l, &s)| {
+                let scale = match (mean > 0.0, s > 0.0) {
+                    (false, _) => 1.0,
+                    (true, false) => 4.0,
+                    (true, true) => (mean / s).clamp(0.25, 4.0),
+                };
+                (l.name.clone(), scale)
+            })
+            .collect()
+    }
+
     /// Draws, per layer, the accuracy and the live-stripe fraction against the threshold.
     pub fn plot(&self, path: &std::path::Path) -> Result<(), crate::plots::PlotError> {
         let names: Vec<String> = self.layers.iter().map(|l| l.name.clone()).collect();
@@ -272,5 +294,46 @@ mod tests {
         assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
         assert_eq!(ranks(&[5.0, 1.0, 5.0, 2.0]), [2.5, 0.0, 2.5, 1.0]);
         assert!(spearman(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+    }
+
+    fn report(sensitivities: &[f64]) -> SensitivityReport {
+        SensitivityReport {
+            baseline_accuracy: 0.9,
+            baseline_loss: 0.3,
+            tolerance: 0.01,
+            layers: sensitivities
+                .iter()
+                .enumerate()
+                .map(|(i, &sensitivity)| LayerSensitivity {
+                    name: format!("conv{i}"),
+                    texture: TextureSummary {
+                        mean: 0.5,
+                        std: 0.1,
+                    },
+                    points: Vec::new(),
+                    sensitivity,
+                    tolerated_threshold: None,
+                })
+                .collect(),
+            correlations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn layer_scales_spare_the_sensitive_layers() {
+        // Mean σ = 0.2 (the negative one counts as 0): 0.2/0.6, 0.2/0.2, clamp(0.2/0.01), 4, 4.
+        let scales = report(&[0.6, 0.2, 0.01, 0.19, -0.05]).layer_scales();
+        let values: Vec<f64> = scales.iter().map(|(_, s)| *s).collect();
+        let expected = [1.0 / 3.0, 1.0, 4.0, 0.2 / 0.19, 4.0];
+        assert!(
+            values
+                .iter()
+                .zip(expected)
+                .all(|(v, e)| (v - e).abs() < 1e-12),
+            "{values:?}"
+        );
+        assert_eq!(scales[0].0, "conv0");
+        let flat = report(&[0.0, -0.1]).layer_scales();
+        assert!(flat.iter().all(|(_, s)| *s == 1.0));
     }
 }

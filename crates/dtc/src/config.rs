@@ -1,6 +1,7 @@
 //! The DTC configuration.
 
 use burn::config::Config;
+use serde::{Deserialize, Serialize};
 
 /// Configuration of the dynamic threshold container.
 #[derive(Config, Debug, PartialEq)]
@@ -8,6 +9,41 @@ pub struct DtcConfig {
     /// Base threshold δ (the reference's `--threshold`).
     #[config(default = 0.01)]
     pub threshold: f64,
+    /// How δ becomes a mask: DTC's per-filter thresholds, or a baseline's rule.
+    #[config(default = "ThresholdRule::PerFilter")]
+    pub rule: ThresholdRule,
+}
+
+/// How the base threshold δ becomes a stripe mask.
+///
+/// [`ThresholdRule::PerFilter`] is the method (METHOD §4); the other two are the baselines it is
+/// measured against, through the same masks, controller and compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdRule {
+    /// DTC: `T_f = δ · mean_g(‖S_g‖₁) / ‖S_f‖₁`, `mask = |S[f, i, j]| > T_f` — one threshold
+    /// per filter, larger for weak filters.
+    #[default]
+    PerFilter,
+    /// SWP (Meng et al., "Pruning Filter in Filter", NeurIPS 2020): one threshold for every
+    /// stripe of every layer, `mask = |S[f, i, j]| > δ`.
+    Global,
+    /// L1-norm filter pruning (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017):
+    /// in each layer the `k = min(⌊δ · Cout⌋, Cout − 1)` filters of smallest
+    /// `‖W_f ⊙ S_f‖₁ = Σ_{c,i,j} |W[f, c, i, j] · S[f, i, j]|` lose every stripe (ties: the
+    /// lower index first); δ is the fraction of filters removed per layer.
+    FilterNorm,
+}
+
+impl ThresholdRule {
+    /// The rule's name as the command line and `compare.json` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PerFilter => "per-filter",
+            Self::Global => "global",
+            Self::FilterNorm => "filter-norm",
+        }
+    }
 }
 
 /// A DTC configuration or state that cannot be used.

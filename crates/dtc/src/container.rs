@@ -3,8 +3,52 @@
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DtcConfig, DtcError};
-use crate::masks::{alive_filters, filter_thresholds, stripe_mask};
+use crate::config::{DtcConfig, DtcError, ThresholdRule};
+use crate::masks::{
+    alive_filters, filter_norms, filter_thresholds, global_thresholds, smallest_norm_thresholds,
+    stripe_mask,
+};
+
+/// What a threshold rule reads of one layer.
+#[derive(Debug, Clone)]
+pub struct LayerValues {
+    /// The skeleton `S [Cout, kh, kw]`.
+    pub skeleton: Tensor<3>,
+    /// The weight `W [Cout, Cin, kh, kw]`, which [`ThresholdRule::FilterNorm`] ranks by
+    /// (without it, the skeleton alone: `‖S_f‖₁`).
+    pub weight: Option<Tensor<4>>,
+    /// This layer's multiplier of δ (1: the base threshold as it is).
+    pub scale: f64,
+}
+
+impl LayerValues {
+    /// The skeleton alone, scale 1.
+    pub fn new(skeleton: Tensor<3>) -> Self {
+        Self {
+            skeleton,
+            weight: None,
+            scale: 1.0,
+        }
+    }
+
+    /// With the layer's weight.
+    pub fn with_weight(mut self, weight: Tensor<4>) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// With a multiplier of δ for this layer.
+    pub fn with_scale(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
+    }
+}
+
+impl From<Tensor<3>> for LayerValues {
+    fn from(skeleton: Tensor<3>) -> Self {
+        Self::new(skeleton)
+    }
+}
 
 /// The thresholds and masks of one layer after a step.
 #[derive(Debug, Clone)]
@@ -69,16 +113,17 @@ impl ThresholdContainer {
 
     /// Sets the base threshold δ for the following steps.
     pub fn set_threshold(&mut self, threshold: f64) -> Result<(), DtcError> {
-        let config = DtcConfig::new().with_threshold(threshold);
+        let config = self.config.clone().with_threshold(threshold);
         config.validate()?;
         self.config = config;
         Ok(())
     }
 
-    /// One DTC step for layer `index` with skeleton values `skeleton [Cout, kh, kw]`: recomputes
-    /// its thresholds and its mask (and-ed with the mask in force) and returns them.
-    pub fn update(&mut self, index: usize, skeleton: Tensor<3>) -> &LayerMasks {
-        let masks = self.preview(index, skeleton, self.config.threshold);
+    /// One DTC step for layer `index` with its current values (a skeleton `[Cout, kh, kw]`
+    /// converts): recomputes its thresholds by the configured rule and its mask (and-ed with the
+    /// mask in force) and returns them.
+    pub fn update(&mut self, index: usize, values: impl Into<LayerValues>) -> &LayerMasks {
+        let masks = self.preview(index, values, self.config.threshold);
         if self.layers.len() <= index {
             self.layers.resize(index + 1, None);
         }
@@ -87,9 +132,10 @@ impl ThresholdContainer {
 
     /// What [`ThresholdContainer::update`] would give layer `index` with base threshold `delta`,
     /// without changing the container.
-    pub fn preview(&self, index: usize, skeleton: Tensor<3>, delta: f64) -> LayerMasks {
-        let skeleton = skeleton.detach().inner();
-        let thresholds = filter_thresholds(skeleton.clone(), delta);
+    pub fn preview(&self, index: usize, values: impl Into<LayerValues>, delta: f64) -> LayerMasks {
+        let values = values.into();
+        let skeleton = values.skeleton.clone().detach().inner();
+        let thresholds = self.thresholds(&values, delta);
         let mut stripes = stripe_mask(skeleton, thresholds.clone());
         if let Some(previous) = self.masks(index) {
             stripes = stripes.bool_and(previous.stripes.clone());
@@ -99,6 +145,27 @@ impl ThresholdContainer {
             thresholds,
             stripes,
             alive,
+        }
+    }
+
+    /// Per-filter thresholds `[Cout]` of one layer by the configured rule at base threshold
+    /// `delta · values.scale`.
+    pub fn thresholds(&self, values: &LayerValues, delta: f64) -> Tensor<1> {
+        let skeleton = values.skeleton.clone().detach().inner();
+        let delta = delta * values.scale;
+        match self.config.rule {
+            ThresholdRule::PerFilter => filter_thresholds(skeleton, delta),
+            ThresholdRule::Global => global_thresholds(skeleton, delta),
+            ThresholdRule::FilterNorm => {
+                let norms = match &values.weight {
+                    Some(weight) => filter_norms(weight.clone().detach().inner(), skeleton),
+                    None => {
+                        let cout = skeleton.dims()[0];
+                        skeleton.abs().sum_dims(&[1, 2]).reshape([cout])
+                    }
+                };
+                smallest_norm_thresholds(norms, delta)
+            }
         }
     }
 
@@ -124,7 +191,7 @@ impl ThresholdContainer {
     }
 
     /// Restores masks saved by [`ThresholdContainer::state`]. `skeletons` gives each layer's
-    /// current skeleton (for its shape and device); thresholds are recomputed from it.
+    /// current skeleton (for its shape and device); thresholds are recomputed from it alone.
     pub fn load_state(
         &mut self,
         state: &DtcState,
@@ -157,7 +224,7 @@ impl ThresholdContainer {
                 &skeleton.device(),
             );
             layers.push(Some(LayerMasks {
-                thresholds: filter_thresholds(skeleton, self.config.threshold),
+                thresholds: self.thresholds(&LayerValues::new(skeleton), self.config.threshold),
                 alive: alive_filters(stripes.clone()),
                 stripes,
             }));
@@ -194,6 +261,35 @@ mod tests {
         let mut dtc = ThresholdContainer::new(DtcConfig::new().with_threshold(0.5)).unwrap();
         let m = dtc.update(0, tensor(vec![1.0, -3.0], [2, 1, 1]));
         assert_eq!(bools(m.stripes.clone()), vec![false, true]);
+    }
+
+    #[test]
+    fn the_baseline_rules_through_the_container() {
+        // Global: |S| > 0.6 in every layer; the layer scale multiplies δ.
+        let config = DtcConfig::new()
+            .with_threshold(0.6)
+            .with_rule(ThresholdRule::Global);
+        let mut dtc = ThresholdContainer::new(config).unwrap();
+        let s = tensor(vec![1.0, -0.5, 0.7, 0.65], [2, 1, 2]);
+        let m = dtc.update(0, s.clone());
+        assert_eq!(bools(m.stripes.clone()), vec![true, false, true, true]);
+        let m = dtc.preview(1, LayerValues::new(s).with_scale(1.5), 0.6);
+        assert_eq!(bools(m.stripes.clone()), vec![true, false, false, false]);
+        // Filter norm: the weight decides, not the skeleton. ‖W_f ⊙ S_f‖₁ = 6, 0.5, 2 → δ = 0.5
+        // removes ⌊1.5⌋ = 1 filter, the second, although its skeleton is the largest.
+        let config = DtcConfig::new()
+            .with_threshold(0.5)
+            .with_rule(ThresholdRule::FilterNorm);
+        let mut dtc = ThresholdContainer::new(config).unwrap();
+        let w = tensor(vec![3.0, 3.0, 0.1, 0.1, 1.0, 1.0], [3, 1, 1, 2]);
+        let s = tensor(vec![1.0, 1.0, 2.5, 2.5, 1.0, 1.0], [3, 1, 2]);
+        let m = dtc.update(0, LayerValues::new(s.clone()).with_weight(w.clone()));
+        assert_eq!(bools(m.alive.clone()), vec![true, false, true]);
+        // δ set later keeps the rule; the removed filter stays removed.
+        dtc.set_threshold(0.0).unwrap();
+        assert_eq!(dtc.config().rule, ThresholdRule::FilterNorm);
+        let m = dtc.update(0, LayerValues::new(s).with_weight(w));
+        assert_eq!(bools(m.alive.clone()), vec![true, false, true]);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! Masks are applied with `mask_fill`, so a NaN in a masked gradient entry never survives
 //! (the reference multiplies by 0 and keeps it).
 //!
+//! The same container applies the baselines' rules ([`ThresholdRule`]): SWP's one global
+//! threshold and L1-norm filter pruning's per-layer fraction of smallest filters.
+//!
 //! This crate stands alone: norms, thresholds and masks on plain tensors. Which parameters they
 //! apply to is the facade's business.
 
@@ -17,9 +20,12 @@ mod config;
 mod container;
 mod masks;
 
-pub use config::{DtcConfig, DtcError};
-pub use container::{DtcState, LayerMasks, ThresholdContainer};
-pub use masks::{alive_filters, filter_thresholds, mask_channels, mask_stripes, stripe_mask};
+pub use config::{DtcConfig, DtcError, ThresholdRule};
+pub use container::{DtcState, LayerMasks, LayerValues, ThresholdContainer};
+pub use masks::{
+    alive_filters, filter_norms, filter_thresholds, global_thresholds, mask_channels, mask_stripes,
+    smallest_norm_thresholds, stripe_mask,
+};
 
 #[cfg(test)]
 pub(crate) mod test_util {
