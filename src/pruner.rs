@@ -468,7 +468,7 @@ impl Pruner {
     fn values(&self, layer: &PrunableLayer) -> LayerValues {
         let mut values =
             LayerValues::new(layer.skeleton.clone()).with_scale(self.scale(&layer.name));
-        if self.config.dtc.rule == ThresholdRule::FilterNorm {
+        if self.dtc.config().rule == ThresholdRule::FilterNorm {
             values = values.with_weight(layer.weight.clone());
         }
         values

@@ -203,18 +203,16 @@ fn layer_scales_move_the_budget_between_layers() {
     let live = |masks: &[(Vec<bool>, Vec<bool>)], layer: usize| {
         masks[layer].1.iter().filter(|s| **s).count()
     };
-    let (a, b) = (one_step(&model, plain), one_step(&model, spare_c1));
+    let (a, b) = (one_step(&model, plain.clone()), one_step(&model, spare_c1));
     // The same budget (> 45 % of the stripes) either way; sparing c1 takes it from c2.
     assert!(live(&b, 0) > live(&a, 0), "{} {}", live(&b, 0), live(&a, 0));
     assert!(live(&b, 1) < live(&a, 1), "{} {}", live(&b, 1), live(&a, 1));
     let removed = |m: &[(Vec<bool>, Vec<bool>)]| 126 - live(m, 0) - live(m, 1);
     assert!(removed(&a) >= 57 && removed(&b) >= 57);
     // Unknown layers and bad scales are errors, not panics.
-    let unknown = PrunerConfig::targeted(stripes_target().0, stripes_target().1)
-        .with_layer_scales(vec![("c9".into(), 0.5)]);
+    let unknown = plain.clone().with_layer_scales(vec![("c9".into(), 0.5)]);
     assert!(Pruner::new(unknown).unwrap().layers(&model).is_err());
-    let bad = PrunerConfig::targeted(stripes_target().0, stripes_target().1)
-        .with_layer_scales(vec![("c1".into(), 0.0)]);
+    let bad = plain.clone().with_layer_scales(vec![("c1".into(), 0.0)]);
     assert!(Pruner::new(bad).is_err());
 }
 

@@ -35,17 +35,6 @@ pub enum ThresholdRule {
     FilterNorm,
 }
 
-impl ThresholdRule {
-    /// The rule's name as the command line and `compare.json` spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PerFilter => "per-filter",
-            Self::Global => "global",
-            Self::FilterNorm => "filter-norm",
-        }
-    }
-}
-
 /// A DTC configuration or state that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DtcError {

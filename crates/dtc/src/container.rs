@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DtcConfig, DtcError, ThresholdRule};
 use crate::masks::{
-    alive_filters, filter_norms, filter_thresholds, global_thresholds, smallest_norm_thresholds,
-    stripe_mask,
+    alive_filters, filter_norms, filter_thresholds, global_thresholds, skeleton_norms,
+    smallest_norm_thresholds, stripe_mask,
 };
 
 /// What a threshold rule reads of one layer.
@@ -159,10 +159,7 @@ impl ThresholdContainer {
             ThresholdRule::FilterNorm => {
                 let norms = match &values.weight {
                     Some(weight) => filter_norms(weight.clone().detach().inner(), skeleton),
-                    None => {
-                        let cout = skeleton.dims()[0];
-                        skeleton.abs().sum_dims(&[1, 2]).reshape([cout])
-                    }
+                    None => skeleton_norms(skeleton),
                 };
                 smallest_norm_thresholds(norms, delta)
             }

@@ -24,7 +24,7 @@ pub use config::{DtcConfig, DtcError, ThresholdRule};
 pub use container::{DtcState, LayerMasks, LayerValues, ThresholdContainer};
 pub use masks::{
     alive_filters, filter_norms, filter_thresholds, global_thresholds, mask_channels, mask_stripes,
-    smallest_norm_thresholds, stripe_mask,
+    skeleton_norms, smallest_norm_thresholds, stripe_mask,
 };
 
 #[cfg(test)]

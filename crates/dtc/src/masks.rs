@@ -6,10 +6,16 @@ use burn::tensor::{Bool, Tensor, TensorData};
 /// shape `[Cout]`; `+∞` where `‖S_f‖₁ = 0`.
 pub fn filter_thresholds(skeleton: Tensor<3>, delta: f64) -> Tensor<1> {
     let cout = skeleton.dims()[0];
-    let l1 = skeleton.abs().sum_dims(&[1, 2]).reshape([cout]);
+    let l1 = skeleton_norms(skeleton);
     let zero = l1.clone().equal_elem(0.0);
     let scaled_mean = l1.clone().mean().mul_scalar(delta).expand([cout]);
     (scaled_mean / l1).mask_fill(zero, f64::INFINITY)
+}
+
+/// `L_f = ‖S_f‖₁` of `skeleton [Cout, kh, kw]`, shape `[Cout]`.
+pub fn skeleton_norms(skeleton: Tensor<3>) -> Tensor<1> {
+    let cout = skeleton.dims()[0];
+    skeleton.abs().sum_dims(&[1, 2]).reshape([cout])
 }
 
 /// SWP's thresholds: `T_f = δ` for every filter of `skeleton [Cout, kh, kw]`, shape `[Cout]`.
