@@ -21,6 +21,11 @@ use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{Classifier, Costed, Prunable};
 
+// As in the `perf` example: glibc's allocator returns freed activations to the kernel and back,
+// which costs compact inference about half its time on 2 cores (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn model_group<M: Prunable + Classifier + Costed>(
     group: &mut BenchmarkGroup<WallTime>,
     name: &str,

@@ -30,6 +30,12 @@ use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::VggConfig;
 use texprune::{CdpConfig, Classifier, Costed, DtcConfig, Prunable, Pruner, PrunerConfig};
 
+// mimalloc keeps freed memory for reuse; glibc's allocator hands freed activations back to the
+// kernel and maps them again, and the TLB shootdowns between the two cores cost compact inference
+// about half its time at batch 64 (docs/performance.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The performance table: the pruner's overhead on a training step, and compact against dense
 /// inference.
 #[derive(Parser, Debug)]

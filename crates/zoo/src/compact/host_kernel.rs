@@ -11,17 +11,16 @@
 //! - stride > 1: per position, the strided window `x_ij [Cin, Ho·Wo]` (only output positions),
 //!   one GEMM `W_ij · x_ij`, and the rows added into their channels.
 //!
-//! Images are processed in parallel (rayon); each GEMM is ndarray's (matrixmultiply). The
+//! Images are processed in parallel (rayon); each GEMM is `gemm`'s ([`super::host_gemm`]). The
 //! product and window buffers are per-thread scratch space reused across calls: allocating them
 //! afresh cost page faults and zeroing on every image.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::StripeLayout;
+use super::host_gemm::matmul;
 
 /// Input geometry of one call.
 #[derive(Clone, Copy)]
@@ -46,23 +45,34 @@ pub(crate) struct Epilogue {
 }
 
 impl Epilogue {
-    /// Applies it to `out [n, Cout, plane]`, adding `residual` (same shape) before the ReLU.
+    /// Applies it to `out [n, Cout, plane]`, adding `residual` (same shape) before the ReLU: one
+    /// pass over each plane.
+    #[inline(always)]
     fn apply(&self, out: &mut [f32], residual: Option<&[f32]>, [cout, plane]: [usize; 2]) {
         if self.affine.is_none() && residual.is_none() && !self.relu {
             return;
         }
+        let relu = self.relu;
         for (k, y) in out.chunks_exact_mut(plane).enumerate() {
             let c = k % cout;
-            if let Some((scale, shift)) = &self.affine {
-                let (a, b) = (scale[c], shift[c]);
-                y.iter_mut().for_each(|v| *v = *v * a + b);
-            }
-            if let Some(r) = residual {
-                let r = &r[k * plane..][..plane];
-                y.iter_mut().zip(r).for_each(|(v, r)| *v += *r);
-            }
-            if self.relu {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            let affine = self
+                .affine
+                .as_ref()
+                .map(|(scale, shift)| (scale[c], shift[c]));
+            // `affine` and `relu` are the same for the whole plane: the compiler hoists them.
+            let map = |v: f32| match affine {
+                Some((a, b)) => v * a + b,
+                None => v,
+            };
+            let act = |v: f32| if relu { v.max(0.0) } else { v };
+            match residual {
+                Some(r) => {
+                    let r = &r[k * plane..][..plane];
+                    y.iter_mut()
+                        .zip(r)
+                        .for_each(|(v, r)| *v = act(map(*v) + *r));
+                }
+                None => y.iter_mut().for_each(|v| *v = act(map(*v))),
             }
         }
     }
@@ -109,15 +119,82 @@ pub(crate) fn stripe_conv(
         .zip(x.par_chunks(in_size * group))
         .enumerate()
         .for_each(|(k, (out, x))| {
-            if plan.stride == [1, 1] {
-                stride_one(plan, x, w_all, geometry, out);
-            } else {
-                strided(plan, x, w_all, geometry, out);
-            }
             let r = residual_of(k, out_size * group, out.len());
-            epilogue.apply(out, r, shape);
+            let images = Images {
+                plan,
+                x,
+                w_all,
+                geometry,
+                epilogue,
+                residual: r,
+            };
+            images.convolve(out);
         });
     out
+}
+
+/// One group of images: the input, the weights and what follows the product.
+struct Images<'a> {
+    plan: &'a StripeLayout,
+    x: &'a [f32],
+    w_all: &'a [f32],
+    geometry: Geometry,
+    epilogue: &'a Epilogue,
+    residual: Option<&'a [f32]>,
+}
+
+impl Images<'_> {
+    /// Writes the group's output into `out` (zeroed), with the widest vector instructions the
+    /// CPU has: the crate is compiled for the baseline x86-64 (SSE2), so the shifted adds and
+    /// the output pass, which are most of the time beside the GEMM (which picks its own kernels),
+    /// are compiled again for AVX-512 and for AVX2 and chosen at run time. Same operations in
+    /// the same order on every path (no fused multiply-add): the results are bit for bit equal.
+    fn convolve(&self, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                return unsafe { self.convolve_avx512(out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { self.convolve_avx2(out) };
+            }
+        }
+        self.convolve_portable(out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn convolve_avx512(&self, out: &mut [f32]) {
+        self.convolve_portable(out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn convolve_avx2(&self, out: &mut [f32]) {
+        self.convolve_portable(out);
+    }
+
+    /// Inlined, with everything it calls, into each of the paths above.
+    #[inline(always)]
+    fn convolve_portable(&self, out: &mut [f32]) {
+        let Self {
+            plan,
+            x,
+            w_all,
+            geometry,
+            epilogue,
+            residual,
+        } = *self;
+        if plan.stride == [1, 1] {
+            stride_one(plan, x, w_all, geometry, out);
+        } else {
+            strided(plan, x, w_all, geometry, out);
+        }
+        let shape = [plan.out_channels, geometry.output[0] * geometry.output[1]];
+        epilogue.apply(out, residual, shape);
+    }
 }
 
 /// Columns a stride-1 GEMM aims for: enough that packing the weights (`S · Cin`) costs little
@@ -139,22 +216,35 @@ fn images_per_gemm(rows: usize, map: usize, batch: usize) -> usize {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's scratch buffer of at least `len` floats (contents unspecified).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        if scratch.len() < len {
-            scratch.resize(len, 0.0);
+/// This thread's scratch buffer, taken out of the thread-local slot for the caller's use and
+/// put back when dropped. A guard rather than a closure, so that the work on it is compiled in
+/// the caller's body, with the caller's vector instructions (see [`Images::convolve`]).
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    /// At least `len` floats (contents unspecified).
+    #[inline(always)]
+    fn take(len: usize) -> Self {
+        let mut buffer = SCRATCH.take();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
         }
-        f(&mut scratch[..len])
-    })
+        Self(buffer)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SCRATCH.set(std::mem::take(&mut self.0));
+    }
 }
 
 /// Adds row `src` (an `[Hs, Ws]` map) into `dst` (`[Ho, Wo]`) at offset `(di, dj)`:
 /// `dst[y, x] += src[y + di, x + dj]` wherever the source index is inside the map.
+#[inline(always)]
 fn add_shifted(
     dst: &mut [f32],
     [ho, wo]: [usize; 2],
@@ -200,6 +290,7 @@ const FLAT_GAPS: usize = 256;
 /// `|dj|` entries between consecutive rows' column ranges, which take a wrapped source value.
 /// Those are set aside before the add and put back after it, so the result is exactly the
 /// row-by-row sum. Returns `false` (nothing done) when they are more than [`FLAT_GAPS`].
+#[inline(always)]
 fn add_shifted_flat(
     dst: &mut [f32],
     w: usize,
@@ -241,6 +332,7 @@ fn add_shifted_flat(
 }
 
 /// Stride 1 for the `n` images of `x [n, Cin, H·W]` and `out [n, Cout, Ho·Wo]`.
+#[inline(always)]
 fn stride_one(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
     let [cin, h, w] = g.input;
     let map = h * w;
@@ -249,30 +341,27 @@ fn stride_one(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &
     let columns = n * map;
     // One image is already `[Cin, H·W]`; a group is gathered into `[Cin, n·H·W]`.
     let gathered = if n > 1 { cin * columns } else { 0 };
-    with_scratch(gathered + stripes * columns, |scratch| {
-        let (b, z) = scratch.split_at_mut(gathered);
-        if n > 1 {
-            for (image, x) in x.chunks_exact(cin * map).enumerate() {
-                for (c, channel) in x.chunks_exact(map).enumerate() {
-                    b[c * columns + image * map..][..map].copy_from_slice(channel);
-                }
+    let mut scratch = Scratch::take(gathered + stripes * columns);
+    let (b, z) = scratch.0[..gathered + stripes * columns].split_at_mut(gathered);
+    if n > 1 {
+        for (image, x) in x.chunks_exact(cin * map).enumerate() {
+            for (c, channel) in x.chunks_exact(map).enumerate() {
+                b[c * columns + image * map..][..map].copy_from_slice(channel);
             }
         }
-        let b = if n > 1 { &*b } else { x };
-        let a = ArrayView2::from_shape((stripes, cin), w_all).expect("weights match the plan");
-        let b = ArrayView2::from_shape((cin, columns), b).expect("input matches the geometry");
-        let mut c = ArrayViewMut2::from_shape((stripes, columns), &mut *z).expect("sized above");
-        // β = 0: the product overwrites the scratch contents.
-        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
-        let out_size = plan.out_channels * g.output[0] * g.output[1];
-        for (image, out) in out.chunks_exact_mut(out_size).enumerate() {
-            add_rows(plan, z, image, columns, g, out);
-        }
-    });
+    }
+    let b = if n > 1 { &*b } else { x };
+    // The product overwrites the scratch contents.
+    matmul(w_all, &b[..cin * columns], z, [stripes, cin, columns]);
+    let out_size = plan.out_channels * g.output[0] * g.output[1];
+    for (image, out) in out.chunks_exact_mut(out_size).enumerate() {
+        add_rows(plan, z, image, columns, g, out);
+    }
 }
 
 /// Adds each row of image `image`'s part of the stride-1 product `z [S, columns]`, shifted,
 /// into its output channel of `out [Cout, Ho·Wo]`.
+#[inline(always)]
 fn add_rows(
     plan: &StripeLayout,
     z: &[f32],
@@ -300,6 +389,7 @@ fn add_rows(
     }
 }
 
+#[inline(always)]
 fn strided(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
     let [cin, ..] = g.input;
     let [ho, wo] = g.output;
@@ -309,14 +399,14 @@ fn strided(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut
         .map(|p| p.filters.len())
         .max()
         .unwrap_or(0);
-    with_scratch((cin + widest) * ho * wo, |scratch| {
-        let (window, y) = scratch.split_at_mut(cin * ho * wo);
-        strided_positions(plan, x, w_all, g, out, window, y);
-    });
+    let mut scratch = Scratch::take((cin + widest) * ho * wo);
+    let (window, y) = scratch.0.split_at_mut(cin * ho * wo);
+    strided_positions(plan, x, w_all, g, out, window, y);
 }
 
 /// The stride > 1 loop over positions, with `window [Cin, Ho·Wo]` and `y [≥ n, Ho·Wo]` as
 /// scratch.
+#[inline(always)]
 fn strided_positions(
     plan: &StripeLayout,
     x: &[f32],
@@ -354,11 +444,12 @@ fn strided_positions(
         }
         let n = position.filters.len();
         let y = &mut y[..n * ho * wo];
-        let a = ArrayView2::from_shape((n, cin), &w_all[row * cin..(row + n) * cin])
-            .expect("weights match the plan");
-        let b = ArrayView2::from_shape((cin, ho * wo), &*window).expect("sized above");
-        let mut c = ArrayViewMut2::from_shape((n, ho * wo), &mut *y).expect("sized above");
-        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        matmul(
+            &w_all[row * cin..(row + n) * cin],
+            window,
+            &mut *y,
+            [n, cin, ho * wo],
+        );
         for (r, &f) in position.filters.iter().enumerate() {
             let dst = &mut out[f * ho * wo..(f + 1) * ho * wo];
             for (d, s) in dst.iter_mut().zip(&y[r * ho * wo..(r + 1) * ho * wo]) {
@@ -395,6 +486,7 @@ pub(crate) fn max_pool_2x2(x: &[f32], [planes, h, w]: [usize; 3]) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::StripePosition;
     use super::*;
 
     /// `dst[y, x] += src[y + di, x + dj]` where in range, one entry at a time.
@@ -410,6 +502,87 @@ mod tests {
                 let (sy, sx) = (y as isize + di, x as isize + dj);
                 if (0..hs as isize).contains(&sy) && (0..ws as isize).contains(&sx) {
                     dst[y * wo + x] += src[sy as usize * ws + sx as usize];
+                }
+            }
+        }
+    }
+
+    /// Every instruction-set path of [`Images::convolve`] that this CPU has gives the portable
+    /// path's output bit for bit, for stride 1 (one image and a group) and stride 2, with every
+    /// part of the output pass.
+    #[test]
+    fn every_vector_path_equals_the_portable_one() {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 97.0 - 5.0)
+                .collect()
+        };
+        let (cin, cout) = (5, 6);
+        // Every third stripe of a 3×3 kernel live.
+        let positions: Vec<StripePosition> = (0..9)
+            .map(|p| StripePosition {
+                offset: [p / 3, p % 3],
+                filters: (0..cout).filter(|f| (f + p) % 3 == 0).collect(),
+            })
+            .filter(|p| !p.filters.is_empty())
+            .collect();
+        let stripes: usize = positions.iter().map(|p| p.filters.len()).sum();
+        let epilogue = Epilogue {
+            affine: Some((values(cout, 3), values(cout, 4))),
+            relu: true,
+        };
+        for (stride, [h, w], batch) in [(1, [7, 9], 1), (1, [4, 4], 3), (2, [9, 8], 2)] {
+            let plan = StripeLayout {
+                in_channels: cin,
+                out_channels: cout,
+                kernel_size: [3, 3],
+                stride: [stride, stride],
+                padding: [1, 1],
+                bias: false,
+                positions: positions.clone(),
+            };
+            let output = [(h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1];
+            let geometry = Geometry {
+                input: [cin, h, w],
+                output,
+            };
+            let x = values(batch * cin * h * w, 1);
+            let w_all = values(stripes * cin, 2);
+            let residual = values(batch * cout * output[0] * output[1], 5);
+            let images = Images {
+                plan: &plan,
+                x: &x,
+                w_all: &w_all,
+                geometry,
+                epilogue: &epilogue,
+                residual: Some(&residual),
+            };
+            let run = |path: &dyn Fn(&mut [f32])| {
+                let mut out = vec![0.0f32; residual.len()];
+                path(&mut out);
+                out
+            };
+            let portable = run(&|out| images.convolve_portable(out));
+            assert!(
+                portable.iter().any(|v| *v > 0.0),
+                "a trivial output tests nothing"
+            );
+            assert_eq!(
+                run(&|out| images.convolve(out)),
+                portable,
+                "dispatched path"
+            );
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    let avx2 = run(&|out| unsafe { images.convolve_avx2(out) });
+                    assert_eq!(avx2, portable, "AVX2 path, stride {stride}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    let avx512 = run(&|out| unsafe { images.convolve_avx512(out) });
+                    assert_eq!(avx512, portable, "AVX-512 path, stride {stride}");
                 }
             }
         }

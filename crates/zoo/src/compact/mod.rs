@@ -18,6 +18,7 @@
 //! compaction is a pure function of the masked weights.
 
 mod host_buffer;
+mod host_gemm;
 mod host_kernel;
 pub mod plan;
 mod rewrite;
