@@ -507,16 +507,18 @@ mod tests {
         }
     }
 
+    /// `n` deterministic values in `[-5, 5.5)`, different for each `seed`.
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 97.0 - 5.0)
+            .collect()
+    }
+
     /// Every instruction-set path of [`Images::convolve`] that this CPU has gives the portable
     /// path's output bit for bit, for stride 1 (one image and a group) and stride 2, with every
     /// part of the output pass.
     #[test]
     fn every_vector_path_equals_the_portable_one() {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 97.0 - 5.0)
-                .collect()
-        };
         let (cin, cout) = (5, 6);
         // Every third stripe of a 3×3 kernel live.
         let positions: Vec<StripePosition> = (0..9)
@@ -592,11 +594,6 @@ mod tests {
     /// row-by-row add (different widths) all equal the entry-by-entry sum, bit for bit.
     #[test]
     fn shifted_add_equals_entry_by_entry() {
-        let values = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 97.0 - 5.0)
-                .collect()
-        };
         for (out, map) in [
             ([32, 32], [32, 32]),
             ([5, 7], [5, 7]),
