@@ -20,6 +20,9 @@ pub struct PlotError {
 
 const BINS: usize = 20;
 
+/// Most layers whose names label the live-stripe chart's axis.
+const LABELLED_LAYERS: usize = 12;
+
 /// One layer's numbers for the plots.
 pub(crate) struct LayerTexture {
     pub name: String,
@@ -74,12 +77,25 @@ pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<
         .map_err(|e| err(&e))?;
     let (grid, bottom) = root.split_vertically(220 * rows as u32);
     let cells = grid.split_evenly((rows, cols));
-    for (layer, cell) in layers.iter().zip(&cells) {
-        let mut counts = [0u32; BINS];
-        for s in &layer.similarity {
-            counts[((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1)] += 1;
-        }
-        let top = counts.iter().copied().max().unwrap_or(1).max(1);
+    let histograms: Vec<[u32; BINS]> = layers
+        .iter()
+        .map(|layer| {
+            let mut counts = [0u32; BINS];
+            for s in &layer.similarity {
+                counts[((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1)] += 1;
+            }
+            counts
+        })
+        .collect();
+    // One count scale for every layer's histogram, so that the layers read side by side.
+    let top = histograms
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    for ((layer, counts), cell) in layers.iter().zip(&histograms).zip(&cells) {
         let mut chart = ChartBuilder::on(cell)
             .caption(
                 format!("{} (live {:.0} %)", layer.name, 100.0 * layer.live),
@@ -109,34 +125,60 @@ pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<
             }))
             .map_err(|e| err(&e))?;
     }
+    let n = layers.len().max(1);
     let mut chart = ChartBuilder::on(&bottom)
         .caption("live stripes per layer", ("sans-serif", 15))
         .margin(12)
-        .x_label_area_size(28)
+        .x_label_area_size(if n > LABELLED_LAYERS { 28 } else { 60 })
         .y_label_area_size(40)
-        .build_cartesian_2d(0f64..layers.len().max(1) as f64, 0f64..1.05f64)
+        // A discrete range includes its end: `0..n - 1` is n segments.
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..1.05f64)
         .map_err(|e| err(&e))?;
+    // Each bar is labelled with its layer's name; beyond a dozen layers the names would overlap,
+    // so the axis counts them instead.
+    let label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) if n <= LABELLED_LAYERS => {
+            layers.get(*i).map(|l| l.name.clone()).unwrap_or_default()
+        }
+        SegmentValue::CenterOf(i) => i.to_string(),
+        _ => String::new(),
+    };
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_desc("layer (forward order)")
+        .x_labels(n.min(LABELLED_LAYERS))
+        .x_label_formatter(&label)
+        .x_desc(if n > LABELLED_LAYERS {
+            "layer (forward order)"
+        } else {
+            "layer"
+        })
         .y_desc("live fraction")
         .label_style(("sans-serif", 11))
         .draw()
         .map_err(|e| err(&e))?;
     chart
         .draw_series(layers.iter().enumerate().map(|(i, l)| {
-            Rectangle::new(
-                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, l.live)],
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), l.live),
+                ],
                 RED.mix(0.6).filled(),
-            )
+            );
+            bar.set_margin(0, 0, 4, 4);
+            bar
         }))
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
-/// Draws, for every layer, a line of `values[layer][point]` against `xs`, into the area `area`.
+/// Width of the legend beside each line chart, in pixels.
+const LEGEND_WIDTH: u32 = 170;
+
+/// Draws, for every layer, a line of `values[layer][point]` against `xs`, into the area `area`,
+/// with the legend in a column to the right of the chart, where it hides no curve.
 fn lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     caption: &str,
@@ -146,9 +188,11 @@ fn lines<DB: DrawingBackend>(
     y_range: std::ops::Range<f64>,
     x_desc: &str,
 ) -> Result<(), String> {
+    let (width, height) = area.dim_in_pixel();
+    let (plot, legend) = area.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
     let x_min = xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
     let x_max = xs.iter().copied().fold(x_min + 1e-9, f64::max);
-    let mut chart = ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(&plot)
         .caption(caption, ("sans-serif", 15))
         .margin(12)
         .x_label_area_size(28)
@@ -161,24 +205,48 @@ fn lines<DB: DrawingBackend>(
         .label_style(("sans-serif", 11))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, (name, ys)) in names.iter().zip(values).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for (i, ys) in values.iter().enumerate() {
         chart
             .draw_series(LineSeries::new(
                 xs.iter().copied().zip(ys.iter().copied()),
+                Palette99::pick(i).to_rgba().stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    // One row per layer, as many as fit; the rest counted.
+    let (row, top) = (14i32, 34i32);
+    let fit = ((height as i32 - top - row) / row).max(1) as usize;
+    let shown = if names.len() > fit {
+        fit - 1
+    } else {
+        names.len()
+    };
+    for (i, name) in names.iter().take(shown).enumerate() {
+        let y = top + row * i as i32;
+        let color = Palette99::pick(i).to_rgba();
+        legend
+            .draw(&PathElement::new(
+                vec![(6, y), (24, y)],
                 color.stroke_width(2),
             ))
-            .map_err(|e| e.to_string())?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            .map_err(|e| e.to_string())?;
+        legend
+            .draw(&Text::new(
+                name.clone(),
+                (30, y - 6),
+                ("sans-serif", 11).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 10))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    if shown < names.len() {
+        legend
+            .draw(&Text::new(
+                format!("… {} more", names.len() - shown),
+                (30, top + row * shown as i32 - 6),
+                ("sans-serif", 11).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

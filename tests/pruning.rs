@@ -617,6 +617,22 @@ mod analysis {
         assert_eq!(history.layers.len(), 9);
         assert_eq!(history.records[1].live.len(), 9);
         history.plot(&dir.join("h.svg")).unwrap();
+        // Every layer is named: in the history's legends and under its bar of the live-stripe
+        // chart (an axis label of its own, beside the histogram's caption).
+        let layers = texprune::Prunable::collect_prunable(&model);
+        let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+        assert_eq!(names, history.layers);
+        let legend = std::fs::read_to_string(dir.join("h.svg")).unwrap();
+        texprune::plots::plot_texture(&model, &dir.join("t.svg"), "texture").unwrap();
+        let texture = std::fs::read_to_string(dir.join("t.svg")).unwrap();
+        // plotters writes each text's body on a line of its own; the histograms' captions read
+        // "name (live …)", so a line that is the name alone is a label.
+        let labels = |svg: &str| -> Vec<String> { svg.lines().map(str::to_string).collect() };
+        let (legend, texture) = (labels(&legend), labels(&texture));
+        for name in &names {
+            assert!(legend.contains(name), "{name} in the legend");
+            assert!(texture.contains(name), "{name} on the axis");
+        }
         let parsed: TextureHistory =
             serde_json::from_str(&serde_json::to_string(&history).unwrap()).unwrap();
         assert_eq!(parsed, history);
