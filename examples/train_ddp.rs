@@ -33,7 +33,7 @@ use texprune::burn::train::metric::{AccuracyMetric, LossMetric};
 use texprune::burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use texprune::cli::Backend;
 use texprune::data::{ForLoader, ImageBatch, ImageBatcher, ImageSet, Normalization, Split, mnist};
-use texprune::learner::{LiveStripesMetric, PenaltyMetric, PrunedModel};
+use texprune::learner::{EpochLineRenderer, LiveStripesMetric, PenaltyMetric, PrunedModel};
 use texprune::report::accuracy;
 use texprune::zoo::vgg::{VggConfig, VggLayer};
 use texprune::{Costed, Pruner, PrunerConfig, Quantity, Schedule, Target};
@@ -192,6 +192,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .with_default_checkpointers()
     .with_checkpointing_strategy(checkpointing)
     .with_application_logger(None)
+    .renderer(Box::new(EpochLineRenderer::new()))
     .num_epochs(args.epochs)
     .launch(Learner::new(model, optim, lr));
     if let Some(error) = result.error {

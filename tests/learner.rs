@@ -3,7 +3,7 @@
 //! Learner's checkpoints, and replicas that diverge stop training.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use texprune::burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use texprune::burn::data::dataset::Dataset;
@@ -21,7 +21,8 @@ use texprune::data::{
     mnist,
 };
 use texprune::learner::{
-    LiveStripesMetric, PenaltyMetric, PrunedModel, fingerprint, load_pruner_state,
+    EpochLineRenderer, LiveStripesMetric, PenaltyMetric, PrunedModel, fingerprint,
+    load_pruner_state,
 };
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{CdpConfig, DtcConfig, PruneError, Pruner, PrunerConfig};
@@ -69,7 +70,8 @@ fn artifacts(name: &str) -> PathBuf {
     dir
 }
 
-/// Trains `model` for [`EPOCHS`] epochs on `train` with `strategy`, plain SGD at [`LR`].
+/// Trains `model` for [`EPOCHS`] epochs on `train` with `strategy`, plain SGD at [`LR`]; with a
+/// `log`, progress is rendered into it by [`EpochLineRenderer`].
 fn train(
     model: PrunedModel<Vgg>,
     train: ImageSet,
@@ -77,6 +79,7 @@ fn train(
     accumulation: Option<usize>,
     resume: Option<usize>,
     dir: &Path,
+    log: Option<Arc<Mutex<Vec<u8>>>>,
 ) -> LearningResult<PrunedModel<Vgg>> {
     let valid = fashion_mnist().select(&(ITEMS..ITEMS + 32).collect::<Vec<_>>(), "valid");
     let checkpointing = model.checkpointing(dir.join("checkpoint"), KeepLastNCheckpoints::new(2));
@@ -94,6 +97,9 @@ fn train(
     }
     if let Some(epoch) = resume {
         training = training.checkpoint(epoch);
+    }
+    if let Some(log) = log {
+        training = training.renderer(Box::new(EpochLineRenderer::to_buffer(log)));
     }
     training.launch(Learner::new(model, SgdConfig::new().init(), LR))
 }
@@ -158,6 +164,7 @@ fn two_devices_prune_like_one() {
         })
         .collect();
     let initial = model();
+    let log = Arc::new(Mutex::new(Vec::new()));
 
     let one_dir = artifacts("one");
     let one = train(
@@ -167,8 +174,23 @@ fn two_devices_prune_like_one() {
         Some(2),
         None,
         &one_dir,
+        Some(log.clone()),
     );
     assert!(one.error.is_none(), "{:?}", one.error);
+    // One readable line per epoch, every training metric in it.
+    let lines = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    println!("{}", lines.join("\n"));
+    assert_eq!(lines.len(), EPOCHS, "{lines:?}");
+    for (k, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("epoch {}/{EPOCHS}  train ", k + 1)),
+            "{line}"
+        );
+        for metric in ["Loss", "CDP penalty", "Live stripes"] {
+            assert!(line.contains(metric), "{metric} in {line}");
+        }
+    }
 
     let (one_model, one_pruner) = one.model.into_parts();
     let steps = (EPOCHS * ITEMS / (2 * BATCH)) as u64;
@@ -205,6 +227,7 @@ fn two_devices_prune_like_one() {
             None,
             None,
             &dir,
+            None,
         );
         assert!(two.error.is_none(), "{name}: {:?}", two.error);
         let (two_model, two_pruner) = two.model.into_parts();
@@ -264,6 +287,7 @@ fn two_devices_prune_like_one() {
 
     // Resuming the Learner at epoch 2 (model, optimizer and pruner) and running the last epoch
     // again ends where the uninterrupted run ended.
+    let resumed_log = Arc::new(Mutex::new(Vec::new()));
     let again = train(
         PrunedModel::resume(initial.clone(), &checkpoints, EPOCHS - 1).unwrap(),
         set.select(&natural, "train"),
@@ -274,8 +298,17 @@ fn two_devices_prune_like_one() {
         None,
         Some(EPOCHS - 1),
         &two_dir,
+        Some(resumed_log.clone()),
     );
     assert!(again.error.is_none(), "resumed: {:?}", again.error);
+    // The resumed run renders only the epoch it ran, numbered as the run's last.
+    let lines = String::from_utf8(resumed_log.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("epoch {EPOCHS}/{EPOCHS}  train ")),
+        "{lines:?}"
+    );
     let (again_model, again_pruner) = again.model.into_parts();
     assert_eq!(again_pruner.step(), steps);
     assert_eq!(

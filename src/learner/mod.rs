@@ -20,10 +20,12 @@
 mod checkpoint;
 mod ledger;
 mod metrics;
+mod renderer;
 
 pub use checkpoint::{PrunerCheckpointing, load_pruner_state};
 pub use ledger::{Ledger, fingerprint};
 pub use metrics::{LiveStripesInput, LiveStripesMetric, PenaltyInput, PenaltyMetric, PrunedOutput};
+pub use renderer::{EpochLineRenderer, LineSink};
 
 use std::path::Path;
 
