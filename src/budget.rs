@@ -97,6 +97,9 @@ impl Target {
     }
 
     /// Checks the fractions.
+    ///
+    /// # Errors
+    /// [`PruneError::Budget`] for a fraction outside `(0, 1)` or not finite, or a zero input size.
     pub fn validate(&self) -> Result<(), PruneError> {
         let valid = |v: f64, hi: f64| v.is_finite() && v > 0.0 && v < hi;
         if !valid(self.remove, 1.0) {
@@ -145,6 +148,9 @@ impl Schedule {
     }
 
     /// Checks the lengths.
+    ///
+    /// # Errors
+    /// [`PruneError::Budget`] for a pruning phase of zero steps or `control_every = 0`.
     pub fn validate(&self) -> Result<(), PruneError> {
         if self.prune_steps == 0 || self.control_every == 0 {
             return Err(PruneError::Budget(

@@ -33,7 +33,7 @@ pub enum CheckpointError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The file is not a checkpoint, or is damaged.
@@ -85,6 +85,10 @@ pub struct Checkpoint<T> {
 }
 
 /// Writes `model`, `optimizer`, the pruner's state and `meta` to `path`, atomically.
+///
+/// # Errors
+/// [`CheckpointError::Io`] when the file cannot be written, [`CheckpointError::Corrupt`] when the
+/// model, the optimizer or the pruner state cannot be recorded.
 pub fn save<M: Prunable, T: Serialize>(
     path: &Path,
     meta: &T,
@@ -130,6 +134,10 @@ pub fn save<M: Prunable, T: Serialize>(
 }
 
 /// Reads the checkpoint at `path`.
+///
+/// # Errors
+/// [`CheckpointError::Io`] when the file cannot be read, [`CheckpointError::Corrupt`] when it is
+/// not a texprune checkpoint, [`CheckpointError::Version`] for another format version.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Checkpoint<T>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
@@ -203,6 +211,9 @@ impl<T> Checkpoint<T> {
     }
 
     /// Loads the model record into `model` (a model of the same structure).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Mismatch`] when the record does not fit `model`.
     pub fn model<M: Module>(&self, model: M) -> Result<M, CheckpointError> {
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone()))
             .map_err(|e| self.mismatch(e))?;
@@ -210,6 +221,9 @@ impl<T> Checkpoint<T> {
     }
 
     /// Loads the optimizer record into `optimizer`.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Mismatch`] when the record cannot be read.
     pub fn optimizer(
         &self,
         optimizer: ModuleOptimizer,
@@ -220,6 +234,9 @@ impl<T> Checkpoint<T> {
     }
 
     /// The pruner, restored for `model` (after [`Checkpoint::model`]).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Mismatch`] with what [`Pruner::from_state`] refuses.
     pub fn pruner<M: Prunable>(&self, model: &M) -> Result<Pruner, CheckpointError> {
         Pruner::from_state(&self.pruner, model).map_err(|e| self.mismatch(e))
     }

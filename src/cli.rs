@@ -52,12 +52,18 @@ impl fmt::Display for Backend {
 impl Backend {
     /// The backend's first device, checked by running one small operation on it. Fails when the
     /// backend was not compiled in (naming the cargo feature) or has no usable device.
+    ///
+    /// # Errors
+    /// A message when the backend was not compiled in or has no usable device.
     pub fn device(self) -> Result<Device, String> {
         self.devices(1).map(|mut devices| devices.remove(0))
     }
 
     /// `count` devices of the backend for data-parallel training, each checked: GPUs `0..count`,
     /// or the one CPU device `count` times (one worker thread per entry).
+    ///
+    /// # Errors
+    /// As [`Backend::device`], for any of the devices.
     pub fn devices(self, count: usize) -> Result<Vec<Device>, String> {
         (0..count.max(1))
             .map(|index| self.probe(self.device_at(index)?))
@@ -133,6 +139,9 @@ pub fn one_line(error: &dyn Error) -> String {
 }
 
 /// A command-line count that must be at least 1 (a batch size), for `clap`'s `value_parser`.
+///
+/// # Errors
+/// A message when `s` is not a whole number ≥ 1.
 pub fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),

@@ -56,6 +56,9 @@ impl TextureHistory {
     }
 
     /// Draws the mean similarity and the live-stripe fraction of every layer over the steps.
+    ///
+    /// # Errors
+    /// [`PlotError`] when the chart cannot be drawn or the file written.
     pub fn plot(&self, path: &Path) -> Result<(), PlotError> {
         let steps: Vec<f64> = self.records.iter().map(|r| r.step as f64).collect();
         let mean = self.series(|r| &r.mean);

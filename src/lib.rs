@@ -42,6 +42,8 @@
 //! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks) and [`zoo`] (the prunable
 //! convolution, the [`Prunable`] trait and the models).
 
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
 pub use burn;
 pub use texprune_cdp as cdp;
 pub use texprune_data as data;

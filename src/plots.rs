@@ -14,7 +14,7 @@ use texprune_zoo::Prunable;
 pub struct PlotError {
     /// The file.
     pub path: String,
-    /// Why.
+    /// What the drawing backend reported.
     pub message: String,
 }
 
@@ -61,6 +61,9 @@ pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// Draws the texture distributions and live-stripe fractions of `model` into the SVG `path`,
 /// titled `title`.
+///
+/// # Errors
+/// [`PlotError`] when the chart cannot be drawn or the file written.
 pub fn plot_texture<M: Prunable>(model: &M, path: &Path, title: &str) -> Result<(), PlotError> {
     let err = |e: &dyn std::fmt::Display| PlotError {
         path: path.display().to_string(),
@@ -290,6 +293,9 @@ pub struct MethodSeries {
 
 /// Draws each series as a line through its means with `± standard deviation` error bars, into
 /// the SVG `path`: for instance test accuracy (%) against FLOPs removed (%), one line per method.
+///
+/// # Errors
+/// [`PlotError`] when the chart cannot be drawn or the file written.
 pub fn plot_methods(
     path: &Path,
     title: &str,

@@ -80,6 +80,11 @@ impl PrunerConfig {
     }
 
     /// Checks the coefficients, the threshold, the target and the schedule.
+    ///
+    /// # Errors
+    /// [`PruneError::Cdp`] or [`PruneError::Dtc`] for an invalid coefficient or threshold,
+    /// [`PruneError::Budget`] for a layer scale that is not finite and positive, an invalid target
+    /// or schedule, or a target without a schedule.
     pub fn validate(&self) -> Result<(), PruneError> {
         self.cdp.validate()?;
         self.dtc.validate()?;
@@ -198,6 +203,9 @@ pub struct Pruner {
 
 impl Pruner {
     /// A pruner with empty state; fails on an invalid configuration.
+    ///
+    /// # Errors
+    /// What [`PrunerConfig::validate`] returns.
     pub fn new(config: PrunerConfig) -> Result<Self, PruneError> {
         config.validate()?;
         Ok(Self {
@@ -250,6 +258,9 @@ impl Pruner {
     }
 
     /// Sets the DTC base threshold δ for the following steps.
+    ///
+    /// # Errors
+    /// [`PruneError::Dtc`] when `threshold` is negative or not finite.
     pub fn set_threshold(&mut self, threshold: f64) -> Result<(), PruneError> {
         self.dtc.set_threshold(threshold)?;
         self.config.dtc = self.dtc.config().clone();
@@ -257,6 +268,10 @@ impl Pruner {
     }
 
     /// The model's prunable layers minus the exempt ones.
+    ///
+    /// # Errors
+    /// [`PruneError::UnknownLayer`] when an exempt or scaled layer name is not one of `model`'s,
+    /// [`PruneError::NoLayers`] when it declares no prunable layer left to prune.
     pub fn layers<M: Prunable>(&self, model: &M) -> Result<Vec<PrunableLayer>, PruneError> {
         let all = model.collect_prunable().into_vec();
         if let Some(name) = self
@@ -297,6 +312,9 @@ impl Pruner {
 
     /// The CDP penalty of `model` alone, a scalar in the model's graph (`None` when every
     /// coefficient is 0). Does not advance the texture-mass history.
+    ///
+    /// # Errors
+    /// What [`Pruner::layers`] returns, [`PruneError::Cdp`] when the penalty cannot be evaluated.
     pub fn penalty<M: Prunable>(&self, model: &M) -> Result<Option<Tensor<1>>, PruneError> {
         let layers = self.layers(model)?;
         Ok(self
@@ -306,6 +324,9 @@ impl Pruner {
     }
 
     /// Per-term values of the penalty of `model` (reads the device).
+    ///
+    /// # Errors
+    /// As [`Pruner::penalty`].
     pub fn penalty_terms<M: Prunable>(&self, model: &M) -> Result<Vec<(Term, f64)>, PruneError> {
         let layers = self.layers(model)?;
         Ok(self
@@ -326,6 +347,12 @@ impl Pruner {
     /// Fails when the loss is not tracked by autodiff, or when the task loss or the penalty is
     /// not finite (no gradient is handed out then); the pruner is then unchanged: step counter,
     /// masks and texture-mass history.
+    ///
+    /// # Errors
+    /// [`PruneError::NotAutodiff`] when `loss` is not tracked by autodiff,
+    /// [`PruneError::NonFiniteLoss`] / [`PruneError::NonFinitePenalty`] for a NaN or infinite loss
+    /// or penalty, what [`Pruner::layers`] returns, and [`PruneError::Budget`] when the target
+    /// controller finds no threshold that meets the target.
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
         let (mut fit, masses) = self.backward(model, loss)?;
         self.advance_with(model, &mut fit.grads, masses)?;
@@ -344,6 +371,9 @@ impl Pruner {
     /// compute gradients on their shards: task loss + CDP penalty (per the phase), backward, and
     /// the gradients masked with the masks *in force*. The summary's live counts are those of
     /// the masks in force. Combine the replicas' gradients, then call [`Pruner::advance`] once.
+    ///
+    /// # Errors
+    /// As [`Pruner::fit`], except the controller's.
     pub fn gradients<M: Prunable>(&self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
         self.backward(model, loss).map(|(fit, _)| fit)
     }
@@ -352,6 +382,10 @@ impl Pruner {
     /// the target controller (with a target), the DTC step on `model`'s skeletons, the gradients
     /// masked with the new masks, the texture-mass history and the step counter. On an error
     /// the pruner is unchanged.
+    ///
+    /// # Errors
+    /// What [`Pruner::layers`] returns, and [`PruneError::Budget`] when the target controller finds
+    /// no threshold that meets the target.
     pub fn advance<M: Prunable>(
         &mut self,
         model: &M,
@@ -445,6 +479,9 @@ impl Pruner {
     /// The DTC step alone (METHOD §4): recomputes every thresholded layer's thresholds and masks
     /// from `model`'s skeletons and masks `grads` (skeletons and coupled BatchNorm `γ`, `β`).
     /// [`Pruner::fit`] calls it; use it directly when the gradients come from elsewhere.
+    ///
+    /// # Errors
+    /// What [`Pruner::layers`] returns.
     pub fn threshold_step<M: Prunable>(
         &mut self,
         model: &M,
@@ -486,6 +523,9 @@ impl Pruner {
     /// Sets the per-layer multipliers of δ for the following steps (see
     /// [`PrunerConfig::layer_scales`]); fails on a scale that is not finite and positive. Names
     /// are checked against the model at the next step.
+    ///
+    /// # Errors
+    /// [`PruneError::Budget`] for a scale that is not finite and positive.
     pub fn set_layer_scales(&mut self, scales: Vec<(String, f64)>) -> Result<(), PruneError> {
         let config = self.config.clone().with_layer_scales(scales);
         config.validate()?;
@@ -496,6 +536,9 @@ impl Pruner {
     /// Masks `grads` (skeletons and coupled BatchNorm channels) with the masks in force, without
     /// a DTC step: for gradients combined elsewhere, such as the per-device shards of a sharded
     /// optimizer.
+    ///
+    /// # Errors
+    /// What [`Pruner::layers`] returns.
     pub fn mask_gradients<M: Prunable>(
         &self,
         model: &M,
@@ -628,6 +671,10 @@ impl Pruner {
     /// the masks are applied, then dead stripes, channels and branches are removed physically
     /// and every conv runs stripe-wise ([`texprune_zoo::compact()`], METHOD §5). Its output
     /// equals the masked model's.
+    ///
+    /// # Errors
+    /// [`PruneError::Zoo`] for what [`texprune_zoo::compact()`] refuses: NaN or infinite skeletons,
+    /// biases or norms, an inconsistent declaration.
     pub fn compact<M: Prunable>(&self, model: M) -> Result<M, PruneError> {
         Ok(texprune_zoo::compact(self.apply_masks(model))?)
     }
@@ -635,6 +682,10 @@ impl Pruner {
     /// The cost of the compact model `model` gives under the masks in force, from its
     /// declaration (each conv at the input size of its last forward pass): what a FLOPs, MACs
     /// or params target counts.
+    ///
+    /// # Errors
+    /// What [`Pruner::layers`] returns, [`PruneError::Zoo`] for an inconsistent declaration or a
+    /// conv that has not run a forward pass.
     pub fn compact_cost<M: Prunable>(&self, model: &M) -> Result<CostReport, PruneError> {
         let layers = self.layers(model)?;
         let probe = CostProbe::new(model, &layers, Quantity::Flops)?;
@@ -679,6 +730,9 @@ impl Pruner {
     }
 
     /// The pruner's state as plain data (reads the device), for checkpoints.
+    ///
+    /// # Errors
+    /// What [`Pruner::layers`] returns.
     pub fn state<M: Prunable>(&self, model: &M) -> Result<PrunerState, PruneError> {
         let layers = self.layers(model)?.into_iter().map(|l| l.name).collect();
         Ok(self.state_of_layers(layers))
@@ -699,6 +753,11 @@ impl Pruner {
 
     /// A pruner restored from `state` for `model`, after checking the version, the layer names
     /// and the mask shapes.
+    ///
+    /// # Errors
+    /// [`PruneError::StateMismatch`] for another state version or other layer names,
+    /// [`PruneError::Cdp`] / [`PruneError::Dtc`] for a history or masks of other shapes, and what
+    /// [`Pruner::new`] (for the saved configuration) and [`Pruner::layers`] return.
     pub fn from_state<M: Prunable>(state: &PrunerState, model: &M) -> Result<Self, PruneError> {
         if state.version != STATE_VERSION {
             return Err(PruneError::StateMismatch(format!(

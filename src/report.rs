@@ -23,6 +23,10 @@ pub enum MeasureError {
 
 /// Top-1 accuracy and mean cross-entropy of `model` on `set`, in order, `batch_size` images at
 /// a time.
+///
+/// # Errors
+/// [`MeasureError::Data`] when an item cannot be read, [`MeasureError::Input`] when the images do
+/// not fit `model`.
 pub fn evaluate<M: Classifier>(
     model: &M,
     set: &impl Dataset<ImageItem, DataError>,
@@ -57,6 +61,9 @@ pub fn evaluate<M: Classifier>(
 }
 
 /// Top-1 accuracy of `model` on `set` (see [`evaluate`]).
+///
+/// # Errors
+/// As [`evaluate`].
 pub fn accuracy<M: Classifier>(
     model: &M,
     set: &impl Dataset<ImageItem, DataError>,
@@ -76,6 +83,9 @@ pub fn latency_ms<M: Classifier>(model: &M, images: &Tensor<4>, runs: usize) -> 
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
 /// then renamed over `path`. A crash leaves either the old file or the new one, never a mix.
+///
+/// # Errors
+/// The I/O error of creating, writing, flushing or renaming the temporary file (which is removed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -108,7 +118,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct RunReport {
     /// Dataset and split trained on.
     pub dataset: String,
-    /// Model.
+    /// The model trained (its name and configuration).
     pub model: String,
     /// Epochs trained.
     pub epochs: usize,
@@ -155,6 +165,10 @@ pub struct Evaluation<'a, D> {
 impl RunReport {
     /// Measures the masked model against its compact form on `eval`: accuracy, cost, latency.
     /// `dataset`, `model`, `epochs` and `wall_seconds` are left for the caller to fill.
+    ///
+    /// # Errors
+    /// As [`evaluate`], for either model; [`MeasureError::Input`] also when the test images do
+    /// not fit one of them.
     pub fn measure<M, D>(
         masked: &M,
         compact: &M,
@@ -305,6 +319,9 @@ pub fn markdown(
 /// Writes a run's outputs into `out`: `report.json`, `texture-history.json`,
 /// `texture-history.svg` and `report.md` (which shows `texture-start.svg` and `texture-end.svg`
 /// too, drawn by the caller).
+///
+/// # Errors
+/// The I/O error of writing a file, or of drawing a plot (as [`std::io::ErrorKind::Other`]).
 pub fn write_run(
     out: &Path,
     title: &str,

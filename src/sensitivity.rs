@@ -106,6 +106,9 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 
 /// Sweeps every thresholded layer of `model` alone over `thresholds` on `set`, layers in
 /// parallel (rayon). `progress` is called after each layer with its name.
+///
+/// # Errors
+/// As [`crate::report::evaluate`], on the held-out set, for any point of the sweep.
 pub fn analyze<M, D>(
     model: &M,
     set: &D,
@@ -217,6 +220,9 @@ impl SensitivityReport {
     }
 
     /// Draws, per layer, the accuracy and the live-stripe fraction against the threshold.
+    ///
+    /// # Errors
+    /// [`PlotError`](crate::plots::PlotError) when the chart cannot be drawn or the file written.
     pub fn plot(&self, path: &std::path::Path) -> Result<(), crate::plots::PlotError> {
         let names: Vec<String> = self.layers.iter().map(|l| l.name.clone()).collect();
         let xs: Vec<f64> = self

@@ -42,7 +42,7 @@ pub enum ConformanceError {
     Io {
         /// The file.
         path: String,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The file is not JSON.
@@ -50,7 +50,7 @@ pub enum ConformanceError {
     Json {
         /// The file.
         path: String,
-        /// Why.
+        /// The parser's error.
         source: serde_json::Error,
     },
     /// The JSON does not have the expected layout.
@@ -220,6 +220,9 @@ fn bools<const D: usize>(t: Tensor<D, Bool>) -> Vec<bool> {
 }
 
 /// Checks one reference file; the format is recognised by its fields.
+///
+/// # Errors
+/// [`ConformanceError`] when the file cannot be read or parsed, or its format is not recognised.
 pub fn check_file(path: &Path, device: &Device) -> Result<Report, ConformanceError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConformanceError::Io {
         path: path.display().to_string(),

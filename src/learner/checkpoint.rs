@@ -75,6 +75,10 @@ impl<S: CheckpointingStrategy> CheckpointingStrategy for PrunerCheckpointing<S> 
 }
 
 /// The pruner state [`PrunerCheckpointing`] saved for `epoch` in `directory`.
+///
+/// # Errors
+/// [`CheckpointError::Io`] when the file cannot be read, [`CheckpointError::Corrupt`] when it is
+/// not a pruner state.
 pub fn load_pruner_state(directory: &Path, epoch: usize) -> Result<PrunerState, CheckpointError> {
     let path = state_path(directory, epoch);
     let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {

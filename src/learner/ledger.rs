@@ -61,6 +61,10 @@ impl Ledger {
 
     /// Records a replica's `fingerprint` after `step`; fails when another replica recorded a
     /// different one for the same step.
+    ///
+    /// # Errors
+    /// [`PruneError::ReplicaDivergence`] when another replica recorded another fingerprint for
+    /// `step`.
     pub fn check(&self, step: u64, fingerprint: u64) -> Result<(), PruneError> {
         let mut entries = self.lock();
         let expected = *entries.fingerprints.entry(step).or_insert(fingerprint);
@@ -81,6 +85,9 @@ impl Ledger {
 /// FNV-1a over the bytes of every thresholded layer's stripe mask, filter mask and skeleton, in
 /// layer order: equal on two replicas exactly when they hold the same masks and bit-identical
 /// skeletons (up to hash collisions). Reads the device once.
+///
+/// # Errors
+/// What [`Pruner::layers`] returns.
 pub fn fingerprint<M: Prunable>(pruner: &Pruner, model: &M) -> Result<u64, PruneError> {
     let layers = pruner.layers(model)?;
     let mut tx = Transaction::default();

@@ -75,6 +75,10 @@ impl<M: Prunable> PrunedModel<M> {
 
     /// `model` with the pruner state saved by [`PrunerCheckpointing`] for `epoch` under
     /// `directory`; then resume the Learner with `.checkpoint(epoch)`.
+    ///
+    /// # Errors
+    /// What [`load_pruner_state`] returns, [`CheckpointError::Mismatch`] when the state does not
+    /// fit `model`.
     pub fn resume(model: M, directory: &Path, epoch: usize) -> Result<Self, CheckpointError> {
         let path = checkpoint::state_path(directory, epoch);
         let state = load_pruner_state(directory, epoch)?;

@@ -104,6 +104,9 @@ impl CdpConfig {
     }
 
     /// Checks that every coefficient is finite and non-negative.
+    ///
+    /// # Errors
+    /// [`CdpError::InvalidCoefficient`] naming the first coefficient that is negative or not finite.
     pub fn validate(&self) -> Result<(), CdpError> {
         match self
             .coefficients()

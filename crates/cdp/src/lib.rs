@@ -18,6 +18,8 @@
 //!
 //! Not here: masks and thresholds (`texprune-dtc`), layer discovery (`texprune-zoo`).
 
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
 mod config;
 mod penalty;
 

@@ -64,6 +64,9 @@ pub struct Cdp {
 
 impl Cdp {
     /// A penalty with empty history; fails on an invalid configuration.
+    ///
+    /// # Errors
+    /// [`CdpError::InvalidCoefficient`] when `config` does not pass [`CdpConfig::validate`].
     pub fn new(config: CdpConfig) -> Result<Self, CdpError> {
         config.validate()?;
         Ok(Self {
@@ -192,6 +195,9 @@ impl Cdp {
 
     /// Restores a history saved by [`Cdp::state`] for a model with `layers` prunable layers,
     /// creating the tensors like `like` (device and float type).
+    ///
+    /// # Errors
+    /// [`CdpError::StateMismatch`] when the state holds another number of layers than `layers`.
     pub fn load_state(
         &mut self,
         state: &CdpState,

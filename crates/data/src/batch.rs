@@ -97,7 +97,7 @@ pub struct ImageBatch {
 /// Turns items into a normalised (and, for training, augmented) batch.
 #[derive(Debug)]
 pub struct ImageBatcher {
-    /// Normalisation.
+    /// Per-channel mean and standard deviation subtracted and divided out.
     pub normalization: Normalization,
     /// Augmentation (training only).
     pub augmentation: Option<Augmentation>,

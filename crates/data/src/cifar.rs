@@ -76,6 +76,10 @@ fn empty(name: String, classes: usize) -> ImageSet {
 }
 
 /// CIFAR-10 from the folder holding `data_batch_*.bin` and `test_batch.bin`.
+///
+/// # Errors
+/// [`DataError::Io`] when a batch file cannot be read, [`DataError::Size`] when its length is
+/// not a whole number of records, [`DataError::Label`] for a label outside the classes.
 pub fn cifar10(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
     let files: Vec<String> = match split {
         Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
@@ -89,6 +93,10 @@ pub fn cifar10(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
 }
 
 /// CIFAR-100 from the folder holding `train.bin` and `test.bin`.
+///
+/// # Errors
+/// [`DataError::Io`] when the file cannot be read, [`DataError::Size`] when its length is not a
+/// whole number of records, [`DataError::Label`] for a label outside the classes.
 pub fn cifar100(dir: &Path, split: Split, labels: Cifar100Labels) -> Result<ImageSet, DataError> {
     let file = match split {
         Split::Train => "train.bin",

@@ -10,7 +10,7 @@ pub enum DataError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The file does not start with the format's magic number.

@@ -40,6 +40,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 impl ImageFolder {
     /// Lists the images under `root` (nothing is decoded yet).
+    ///
+    /// # Errors
+    /// [`DataError::Io`] when `root` or a class folder cannot be listed, [`DataError::Empty`] when
+    /// it holds no images, [`DataError::Zero`] for a zero `resize` or `crop`.
     pub fn new(root: &Path, resize: u32, crop: u32) -> Result<Self, DataError> {
         if resize == 0 || crop == 0 {
             return Err(DataError::Zero {
@@ -78,6 +82,10 @@ impl ImageFolder {
 /// The crop is cut from the decoded image first (the region that maps onto `crop × crop` after
 /// the resize) and only that region is resized, so memory stays within the decoder's limits
 /// (`image`'s default: 512 MiB) plus the crop, whatever the image's aspect ratio.
+///
+/// # Errors
+/// [`DataError::Io`] when the file cannot be read, [`DataError::Image`] when it cannot be
+/// decoded (or exceeds the decoder's memory limit), [`DataError::Zero`] for a zero size.
 pub fn load_image(path: &Path, resize: u32, crop: u32) -> Result<Vec<u8>, DataError> {
     if resize == 0 || crop == 0 {
         return Err(DataError::Zero {

@@ -25,8 +25,15 @@ pub const MAX_IDX_BYTES: usize = 1 << 32;
 
 /// Reads an IDX file of unsigned bytes (gzip-compressed when it starts with `1f 8b`).
 ///
-/// Memory is bounded by what the header declares (at most [`MAX_IDX_BYTES`]), whatever the file
-/// holds: a compressed file that inflates past its header's size is an error, not an allocation.
+/// Memory is bounded by what the header declares (at most `MAX_IDX_BYTES`, 4 GiB), whatever the
+/// file holds: a compressed file that inflates past its header's size is an error, not an
+/// allocation.
+///
+/// # Errors
+/// [`DataError::Io`] when the file cannot be read or inflated, [`DataError::BadMagic`] when it is
+/// not an IDX file of unsigned bytes, [`DataError::Size`] when it is shorter than its header
+/// says, [`DataError::Mismatch`] when it is longer or the header declares more than
+/// `MAX_IDX_BYTES` (4 GiB).
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let mut signature = [0u8; 2];
@@ -126,6 +133,10 @@ fn find(dir: &Path, name: &str) -> PathBuf {
 
 /// MNIST or Fashion-MNIST from the folder holding `{train,t10k}-{images-idx3,labels-idx1}-ubyte`
 /// (each possibly `.gz`).
+///
+/// # Errors
+/// What [`read_idx`] returns for either file, [`DataError::Mismatch`] when images and labels
+/// differ in count or the images are not `[n, H, W]`, [`DataError::Label`] for a label past 9.
 pub fn mnist(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
     let prefix = match split {
         Split::Train => "train",

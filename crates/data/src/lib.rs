@@ -11,6 +11,8 @@
 //! Shuffles and augmentations draw from [`SplitMix64`] seeded by the position in training
 //! ([`epoch_order`], [`batch_rng`]), so a resumed run sees the same data as an uninterrupted one.
 
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
 mod batch;
 mod cifar;
 mod error;

@@ -75,6 +75,10 @@ impl ImageSet {
 
     /// Every image zero-padded, centred, to `[channels, height, width]`, a one-channel image
     /// repeated into every channel (Fashion-MNIST's 1×28×28 as 3×32×32 for CIFAR models).
+    ///
+    /// # Errors
+    /// [`DataError::Shape`] when `shape` is smaller than the images or has a channel count other
+    /// than 1 or theirs.
     pub fn padded_to(&self, shape: [usize; 3]) -> Result<ImageSet, DataError> {
         let [c, h, w] = self.shape;
         let [tc, th, tw] = shape;

@@ -55,6 +55,9 @@ pub enum DtcError {
 
 impl DtcConfig {
     /// Checks that δ is finite and non-negative.
+    ///
+    /// # Errors
+    /// [`DtcError::InvalidThreshold`] when δ is negative or not finite.
     pub fn validate(&self) -> Result<(), DtcError> {
         if self.threshold.is_finite() && self.threshold >= 0.0 {
             Ok(())

@@ -78,6 +78,9 @@ pub struct ThresholdContainer {
 
 impl ThresholdContainer {
     /// An empty container; fails on an invalid configuration.
+    ///
+    /// # Errors
+    /// [`DtcError::InvalidThreshold`] when `config` does not pass [`DtcConfig::validate`].
     pub fn new(config: DtcConfig) -> Result<Self, DtcError> {
         config.validate()?;
         Ok(Self {
@@ -112,6 +115,9 @@ impl ThresholdContainer {
     }
 
     /// Sets the base threshold δ for the following steps.
+    ///
+    /// # Errors
+    /// [`DtcError::InvalidThreshold`] when `threshold` is negative or not finite.
     pub fn set_threshold(&mut self, threshold: f64) -> Result<(), DtcError> {
         let config = self.config.clone().with_threshold(threshold);
         config.validate()?;
@@ -189,6 +195,10 @@ impl ThresholdContainer {
 
     /// Restores masks saved by [`ThresholdContainer::state`]. `skeletons` gives each layer's
     /// current skeleton (for its shape and device); thresholds are recomputed from it alone.
+    ///
+    /// # Errors
+    /// [`DtcError::StateMismatch`] for a saved layer that has no skeleton in `skeletons`, another
+    /// shape, or a mask of another length.
     pub fn load_state(
         &mut self,
         state: &DtcState,

@@ -16,6 +16,8 @@
 //! This crate stands alone: norms, thresholds and masks on plain tensors. Which parameters they
 //! apply to is the facade's business.
 
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
 mod config;
 mod container;
 mod masks;

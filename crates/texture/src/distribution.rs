@@ -56,6 +56,10 @@ pub const QUANTILE_LEVELS: [f64; 5] = [0.10, 0.25, 0.50, 0.75, 0.90];
 impl Distribution {
     /// Summarises `values` with a histogram of `bins` bins over `[lo, hi]` (similarities live in
     /// `[0, 1]`).
+    ///
+    /// # Errors
+    /// [`DistributionError::Empty`] for no values, [`DistributionError::NotFinite`] for a NaN or
+    /// infinite value, [`DistributionError::BadHistogram`] for `bins = 0` or `lo ≥ hi`.
     pub fn new(values: &[f64], bins: usize, lo: f64, hi: f64) -> Result<Self, DistributionError> {
         if values.is_empty() {
             return Err(DistributionError::Empty);

@@ -13,6 +13,8 @@
 //!
 //! This crate knows nothing of penalties or masks; `texprune-cdp` builds the penalty on it.
 
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
 mod distribution;
 mod numerics;
 mod skeleton;

@@ -14,6 +14,9 @@ pub trait Classifier {
     /// Whether images of shape `[batch, C, H, W]` fit the model: `Err` says what it expects.
     /// [`Classifier::logits`] on images that do not fit panics inside the backend; check once
     /// before a loop.
+    ///
+    /// # Errors
+    /// [`ZooError::Input`] saying what the model expects.
     fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError>;
 }
 

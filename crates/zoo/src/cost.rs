@@ -33,9 +33,9 @@ pub enum LayerKind {
     Conv,
     /// A stripe-wise convolution (after compaction).
     StripeConv,
-    /// BatchNorm.
+    /// A BatchNorm (γ and β per channel; a multiply and an add per element).
     BatchNorm,
-    /// ReLU.
+    /// A ReLU (no params; one comparison per element).
     Relu,
     /// Max or average pooling.
     Pool,
@@ -189,6 +189,10 @@ impl CostReport {
     /// (at the input size of its last forward pass), its norm, and every declared linear layer.
     /// A conv that keeps all its stripes and channels and is not marked stripe-wise counts as
     /// the dense conv it is.
+    ///
+    /// # Errors
+    /// [`ZooError::Unmeasured`] when a conv has not run a forward pass (its input size is unknown),
+    /// [`ZooError::Declaration`] when `plan` is not a plan of `layers`.
     pub fn of_plan(layers: &PrunableLayers, plan: &CompactionPlan) -> Result<Self, ZooError> {
         let mut report = None;
         for (layer, conv) in layers.iter().zip(&plan.convs) {
@@ -229,6 +233,9 @@ impl CostReport {
 
     /// The cost of `model` as compaction would leave it (for a compacted model: as it is),
     /// from its declaration; each conv counts at the input size of its last forward pass.
+    ///
+    /// # Errors
+    /// What [`CompactionPlan::of`] and [`CostReport::of_plan`] return.
     pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ZooError> {
         let layers = model.collect_prunable();
         Self::of_plan(&layers, &CompactionPlan::of(&layers)?)

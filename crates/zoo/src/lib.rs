@@ -15,6 +15,8 @@
 //!
 //! The zoo knows layers and couplings, not the pruner.
 
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
 mod classifier;
 pub mod compact;
 mod cost;

@@ -93,7 +93,7 @@ pub struct PrunableLayer {
     pub stripe_wise: bool,
     /// Id of the conv's execution marker.
     pub execution_id: ParamId,
-    /// Stride.
+    /// Stride `[sh, sw]`.
     pub stride: [usize; 2],
     /// Zero padding.
     pub padding: [usize; 2],

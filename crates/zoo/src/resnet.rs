@@ -124,6 +124,9 @@ impl ResNetConfig {
     }
 
     /// The stages and blocks this configuration describes.
+    ///
+    /// # Errors
+    /// [`ZooError::Config`] when the depth, widths or strides describe no ResNet.
     pub fn layout(&self) -> Result<ResNetLayout, ZooError> {
         match self.style {
             ResNetStyle::Cifar => {
@@ -165,6 +168,9 @@ impl ResNetConfig {
     }
 
     /// Builds the model.
+    ///
+    /// # Errors
+    /// What [`ResNetConfig::layout`] returns, and [`ZooError::Zero`] for a zero size.
     pub fn init(&self, device: &Device) -> Result<ResNet, ZooError> {
         let layout = self.layout()?;
         if self.num_classes == 0 {
@@ -325,7 +331,7 @@ pub struct ResNet {
     pub pool: Option<MaxPool2d>,
     /// The blocks, stage after stage.
     pub blocks: Vec<Block>,
-    /// Classifier.
+    /// The linear classifier on the pooled features.
     pub fc: Linear,
     /// Blocks in each stage.
     #[module(skip)]
@@ -333,7 +339,7 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Logits.
+    /// The class logits of a batch of images.
     ///
     /// # Shapes
     /// - `input`: `[batch, in_channels, H, W]`

@@ -24,7 +24,7 @@ pub struct SkeletonConv2dConfig {
     pub channels: [usize; 2],
     /// Kernel size `[kh, kw]`.
     pub kernel_size: [usize; 2],
-    /// Stride.
+    /// Stride `[sh, sw]`.
     #[config(default = "[1, 1]")]
     pub stride: [usize; 2],
     /// Zero padding; `None` means `[kh / 2, kw / 2]` (the reference's choice).
@@ -62,7 +62,7 @@ pub struct SkeletonConv2d {
     /// Execution marker, shape `[1]`: 0 dense, 1 stripe-wise (set by compaction, recorded with
     /// the weights).
     pub execution: Param<Tensor<1, Int>>,
-    /// Stride.
+    /// Stride `[sh, sw]`.
     pub stride: [usize; 2],
     /// Zero padding.
     pub padding: [usize; 2],
@@ -120,6 +120,9 @@ impl SkeletonConv2dConfig {
     }
 
     /// Builds the layer with a freshly initialised weight and an all-ones skeleton.
+    ///
+    /// # Errors
+    /// [`ZooError::Zero`] for zero channels, kernel size or stride.
     pub fn init(&self, device: &Device) -> Result<SkeletonConv2d, ZooError> {
         self.check()?;
         let [cin, cout] = self.channels;
@@ -148,6 +151,10 @@ impl SkeletonConv2dConfig {
 
     /// Builds the layer from given tensors (pretrained weights, a saved skeleton), checking
     /// their shapes against the configuration.
+    ///
+    /// # Errors
+    /// [`ZooError::Zero`] as [`SkeletonConv2dConfig::init`], [`ZooError::Shape`] for a tensor whose
+    /// shape is not the configuration's.
     pub fn init_from(
         &self,
         weight: Tensor<4>,

@@ -93,6 +93,10 @@ impl VggConfig {
     }
 
     /// Builds the model.
+    ///
+    /// # Errors
+    /// [`ZooError::Config`] for a layer list that describes no VGG, [`ZooError::Zero`] for a zero
+    /// size.
     pub fn init(&self, device: &Device) -> Result<Vgg, ZooError> {
         if self.num_classes == 0 {
             return Err(ZooError::Zero {
@@ -154,7 +158,7 @@ pub struct Vgg {
 }
 
 impl Vgg {
-    /// Logits.
+    /// The class logits of a batch of images.
     ///
     /// # Shapes
     /// - `input`: `[batch, in_channels, H, W]` (the configured input size)

@@ -72,6 +72,10 @@ pub(crate) fn norm_of_bias(
 
 impl LayerState {
     /// Reads `layer`'s skeleton, bias and norm (one device read each).
+    ///
+    /// # Errors
+    /// [`ZooError::NonFinite`] when the skeleton, the bias or the norm's parameters hold NaN or
+    /// infinite values.
     pub fn read(layer: &PrunableLayer) -> Result<Self, ZooError> {
         let non_finite = |what| ZooError::NonFinite {
             layer: layer.name.clone(),
@@ -253,6 +257,10 @@ impl Wiring {
 
 impl CompactionPlan {
     /// The plan for `layers` in the states `states` (one per declared conv).
+    ///
+    /// # Errors
+    /// [`ZooError::Declaration`] when the declaration is inconsistent (a layer read twice, an unknown
+    /// reader, channel counts that do not line up) or `states` does not match `layers`.
     pub fn new(layers: &PrunableLayers, states: &[LayerState]) -> Result<Self, ZooError> {
         let wiring = Wiring::resolve(layers)?;
         let convs: Vec<&PrunableLayer> = layers.iter().collect();
@@ -344,6 +352,9 @@ impl CompactionPlan {
     }
 
     /// The plan of `layers` as they are (reads every skeleton, bias and norm).
+    ///
+    /// # Errors
+    /// What [`LayerState::read`] and [`CompactionPlan::new`] return.
     pub fn of(layers: &PrunableLayers) -> Result<Self, ZooError> {
         let states = layers
             .iter()

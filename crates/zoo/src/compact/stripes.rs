@@ -39,7 +39,7 @@ pub struct StripeLayout {
     pub out_channels: usize,
     /// Kernel size.
     pub kernel_size: [usize; 2],
-    /// Stride.
+    /// Stride `[sh, sw]`.
     pub stride: [usize; 2],
     /// Zero padding.
     pub padding: [usize; 2],
