@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Bool, Tensor};
+use texprune_dtc::alive_filters;
+use texprune_zoo::PrunableLayer;
 
 /// Zeroes, in every parameter whose id it knows, the entries whose mask is false.
 ///
@@ -18,6 +20,30 @@ pub(crate) struct MaskMapper {
 impl MaskMapper {
     pub fn insert<const D: usize>(&mut self, id: ParamId, mask: Tensor<D, Bool>) {
         self.masks.insert(id, mask.flatten(0, D - 1));
+    }
+
+    /// Masks `layer` as DTC does (METHOD §4): `stripes [Cout, kh, kw]` on its skeleton and, when
+    /// it has a coupled norm, the filter mask `alive [Cout]` on that norm's `γ` and `β`. The one
+    /// way masks are written into a model: by the pruner, the benchmarks' random masks and the
+    /// sensitivity sweep alike.
+    pub fn insert_layer(
+        &mut self,
+        layer: &PrunableLayer,
+        stripes: Tensor<3, Bool>,
+        alive: Tensor<1, Bool>,
+    ) {
+        self.insert(layer.skeleton_id, stripes);
+        if let Some(norm) = &layer.norm {
+            self.insert(norm.gamma_id, alive.clone());
+            self.insert(norm.beta_id, alive);
+        }
+    }
+
+    /// [`MaskMapper::insert_layer`] with the filters alive that keep a stripe:
+    /// `alive_f = ∨_{i,j} stripes[f, i, j]`.
+    pub fn insert_stripes(&mut self, layer: &PrunableLayer, stripes: Tensor<3, Bool>) {
+        let alive = alive_filters(stripes.clone());
+        self.insert_layer(layer, stripes, alive);
     }
 }
 
@@ -57,5 +83,63 @@ pub(crate) fn mask_gradient<const D: usize>(
     if let Some(g) = grads.remove::<D>(id) {
         let mask = mask.clone().to_device(&g.device());
         grads.register(id, g.mask_fill(mask.bool_not(), 0.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::{Device, TensorData};
+    use texprune_zoo::Prunable;
+    use texprune_zoo::vgg::{VggConfig, VggLayer};
+
+    use super::*;
+
+    /// `insert_stripes` masks the skeleton and the coupled BatchNorm as DTC does: a filter that
+    /// keeps a stripe keeps its channel (γ, β untouched), one that keeps none loses it.
+    #[test]
+    fn stripes_mask_the_skeleton_and_the_channels_of_dead_filters() {
+        let device = Device::default();
+        let model = VggConfig::new(vec![VggLayer::Conv(3)])
+            .with_input_size([4, 4])
+            .init(&device)
+            .unwrap();
+        // β = 1 everywhere, so that a zeroed β is visible.
+        let mut model = model;
+        model.norms[0].beta = model.norms[0].beta.clone().map(|b| b.ones_like());
+        let layers = model.collect_prunable();
+        let layer = &layers.iter().next().unwrap();
+        // Filter 0 keeps one stripe, filter 1 all nine, filter 2 none.
+        let mut keep = vec![false; 27];
+        keep[4] = true;
+        keep[9..18].fill(true);
+        let stripes =
+            Tensor::<3, Bool>::from_data(TensorData::new(keep.clone(), [3, 3, 3]), &device);
+        let mut mapper = MaskMapper::default();
+        mapper.insert_stripes(layer, stripes);
+        let masked = model.map(&mut mapper);
+
+        let skeleton: Vec<f32> = masked.convs[0]
+            .skeleton
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let expected: Vec<f32> = keep.iter().map(|k| if *k { 1.0 } else { 0.0 }).collect();
+        assert_eq!(skeleton, expected);
+        let gamma: Vec<f32> = masked.norms[0]
+            .gamma
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let beta: Vec<f32> = masked.norms[0]
+            .beta
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        assert_eq!(gamma, [1.0, 1.0, 0.0]);
+        assert_eq!(beta, [1.0, 1.0, 0.0]);
     }
 }

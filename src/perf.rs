@@ -21,17 +21,8 @@ pub fn random_stripe_masks<M: Prunable>(model: M, removed: f64, seed: u64) -> M 
         let keep: Vec<bool> = (0..cout * kh * kw)
             .map(|_| !rng.chance(removed as f32))
             .collect();
-        let alive: Vec<bool> = keep
-            .chunks(kh * kw)
-            .map(|filter| filter.iter().any(|k| *k))
-            .collect();
         let stripes = Tensor::<3, Bool>::from_data(TensorData::new(keep, [cout, kh, kw]), &device);
-        mapper.insert(layer.skeleton_id, stripes);
-        if let Some(norm) = &layer.norm {
-            let alive = Tensor::<1, Bool>::from_data(TensorData::new(alive, [cout]), &device);
-            mapper.insert(norm.gamma_id, alive.clone());
-            mapper.insert(norm.beta_id, alive);
-        }
+        mapper.insert_stripes(layer, stripes);
     }
     model.map(&mut mapper)
 }

@@ -649,11 +649,7 @@ impl Pruner {
             let Some(masks) = masks(index).filter(|_| layer.thresholded) else {
                 continue;
             };
-            mapper.insert(layer.skeleton_id, masks.stripes.clone());
-            if let Some(norm) = &layer.norm {
-                mapper.insert(norm.gamma_id, masks.alive.clone());
-                mapper.insert(norm.beta_id, masks.alive.clone());
-            }
+            mapper.insert_layer(layer, masks.stripes.clone(), masks.alive.clone());
         }
         mapper
     }

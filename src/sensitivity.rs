@@ -144,7 +144,7 @@ where
                 let live: i64 = mask.clone().int().sum().into_scalar();
                 let live_fraction = live as f64 / mask.dims().iter().product::<usize>() as f64;
                 let mut mapper = MaskMapper::default();
-                mapper.insert(layer.skeleton_id, mask);
+                mapper.insert_stripes(layer, mask);
                 let pruned = model.clone().map(&mut mapper);
                 let (accuracy, loss) = evaluate(&pruned, set, batcher, 256, device)?;
                 points.push(SweepPoint {

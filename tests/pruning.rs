@@ -597,6 +597,28 @@ mod analysis {
         assert!(ranked[2].sensitivity > 0.05);
         let stem = &report.layers[0];
         assert!(stem.points.last().unwrap().live_fraction < stem.points[0].live_fraction);
+        // A sweep point is what DTC's masks give the layer: one layer alone pruned by a pruner
+        // at the same δ (every other layer exempt) evaluates to the same accuracy and loss.
+        let name = "layer1.0.conv2";
+        let others: Vec<String> = texprune::Prunable::collect_prunable(&model)
+            .iter()
+            .map(|l| l.name.clone())
+            .filter(|n| n != name)
+            .collect();
+        let mut dtc = Pruner::new(
+            PrunerConfig::new(CdpConfig::new(), DtcConfig::new().with_threshold(3.0))
+                .with_exempt(others),
+        )
+        .unwrap();
+        dtc.threshold_step(&model, &mut GradientsParams::new())
+            .unwrap();
+        let masked = dtc.apply_masks(model.clone());
+        let (accuracy, loss) =
+            texprune::report::evaluate(&masked, &set, &batcher, 256, &device).unwrap();
+        let layer = report.layers.iter().find(|l| l.name == name).unwrap();
+        let point = &layer.points[2];
+        assert_eq!((point.threshold, point.live_fraction), (3.0, 0.0));
+        assert_eq!((point.accuracy, point.loss), (accuracy, loss));
         assert_eq!(report.correlations.len(), 2);
 
         let dir = std::env::temp_dir().join(format!("texprune-analysis-{}", std::process::id()));
