@@ -100,12 +100,11 @@ mod tests {
     #[test]
     fn stripes_mask_the_skeleton_and_the_channels_of_dead_filters() {
         let device = Device::default();
-        let model = VggConfig::new(vec![VggLayer::Conv(3)])
+        let mut model = VggConfig::new(vec![VggLayer::Conv(3)])
             .with_input_size([4, 4])
             .init(&device)
             .unwrap();
         // β = 1 everywhere, so that a zeroed β is visible.
-        let mut model = model;
         model.norms[0].beta = model.norms[0].beta.clone().map(|b| b.ones_like());
         let layers = model.collect_prunable();
         let layer = &layers.iter().next().unwrap();
@@ -119,27 +118,13 @@ mod tests {
         mapper.insert_stripes(layer, stripes);
         let masked = model.map(&mut mapper);
 
-        let skeleton: Vec<f32> = masked.convs[0]
-            .skeleton
-            .val()
-            .into_data()
-            .iter::<f32>()
-            .collect();
+        let values = |t: Tensor<1>| -> Vec<f32> { t.into_data().iter::<f32>().collect() };
         let expected: Vec<f32> = keep.iter().map(|k| if *k { 1.0 } else { 0.0 }).collect();
-        assert_eq!(skeleton, expected);
-        let gamma: Vec<f32> = masked.norms[0]
-            .gamma
-            .val()
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        let beta: Vec<f32> = masked.norms[0]
-            .beta
-            .val()
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        assert_eq!(gamma, [1.0, 1.0, 0.0]);
-        assert_eq!(beta, [1.0, 1.0, 0.0]);
+        assert_eq!(
+            values(masked.convs[0].skeleton.val().flatten(0, 2)),
+            expected
+        );
+        assert_eq!(values(masked.norms[0].gamma.val()), [1.0, 1.0, 0.0]);
+        assert_eq!(values(masked.norms[0].beta.val()), [1.0, 1.0, 0.0]);
     }
 }
