@@ -107,7 +107,7 @@ mod tests {
         // β = 1 everywhere, so that a zeroed β is visible.
         model.norms[0].beta = model.norms[0].beta.clone().map(|b| b.ones_like());
         let layers = model.collect_prunable();
-        let layer = &layers.iter().next().unwrap();
+        let layer = layers.iter().next().unwrap();
         // Filter 0 keeps one stripe, filter 1 all nine, filter 2 none.
         let mut keep = vec![false; 27];
         keep[4] = true;

@@ -70,6 +70,16 @@ fn artifacts(name: &str) -> PathBuf {
     dir
 }
 
+/// The lines an [`EpochLineRenderer`] wrote into `log`.
+fn rendered(log: &Mutex<Vec<u8>>) -> Vec<String> {
+    let bytes = log.lock().unwrap().clone();
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Trains `model` for [`EPOCHS`] epochs on `train` with `strategy`, plain SGD at [`LR`]; with a
 /// `log`, progress is rendered into it by [`EpochLineRenderer`].
 fn train(
@@ -178,8 +188,7 @@ fn two_devices_prune_like_one() {
     );
     assert!(one.error.is_none(), "{:?}", one.error);
     // One readable line per epoch, every training metric in it.
-    let lines = String::from_utf8(log.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = lines.lines().collect();
+    let lines = rendered(&log);
     println!("{}", lines.join("\n"));
     assert_eq!(lines.len(), EPOCHS, "{lines:?}");
     for (k, line) in lines.iter().enumerate() {
@@ -302,8 +311,7 @@ fn two_devices_prune_like_one() {
     );
     assert!(again.error.is_none(), "resumed: {:?}", again.error);
     // The resumed run renders only the epoch it ran, numbered as the run's last.
-    let lines = String::from_utf8(resumed_log.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = lines.lines().collect();
+    let lines = rendered(&resumed_log);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].starts_with(&format!("epoch {EPOCHS}/{EPOCHS}  train ")),

@@ -599,12 +599,12 @@ mod analysis {
         assert!(stem.points.last().unwrap().live_fraction < stem.points[0].live_fraction);
         // A sweep point is what DTC's masks give the layer: one layer alone pruned by a pruner
         // at the same δ (every other layer exempt) evaluates to the same accuracy and loss.
-        let name = "layer1.0.conv2";
-        let others: Vec<String> = texprune::Prunable::collect_prunable(&model)
+        let names: Vec<String> = texprune::Prunable::collect_prunable(&model)
             .iter()
             .map(|l| l.name.clone())
-            .filter(|n| n != name)
             .collect();
+        let name = "layer1.0.conv2";
+        let others: Vec<String> = names.iter().filter(|n| *n != name).cloned().collect();
         let mut dtc = Pruner::new(
             PrunerConfig::new(CdpConfig::new(), DtcConfig::new().with_threshold(3.0))
                 .with_exempt(others),
@@ -641,8 +641,6 @@ mod analysis {
         history.plot(&dir.join("h.svg")).unwrap();
         // Every layer is named: in the history's legends and under its bar of the live-stripe
         // chart (an axis label of its own, beside the histogram's caption).
-        let layers = texprune::Prunable::collect_prunable(&model);
-        let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
         assert_eq!(names, history.layers);
         let legend = std::fs::read_to_string(dir.join("h.svg")).unwrap();
         texprune::plots::plot_texture(&model, &dir.join("t.svg"), "texture").unwrap();

@@ -25,7 +25,7 @@ mod renderer;
 pub use checkpoint::{PrunerCheckpointing, load_pruner_state};
 pub use ledger::{Ledger, fingerprint};
 pub use metrics::{LiveStripesInput, LiveStripesMetric, PenaltyInput, PenaltyMetric, PrunedOutput};
-pub use renderer::{EpochLineRenderer, LineSink};
+pub use renderer::EpochLineRenderer;
 
 use std::path::Path;
 

@@ -22,7 +22,7 @@ use burn::train::renderer::{
 
 /// Where the lines go: standard output, or a shared buffer (a log, a test).
 #[derive(Clone, Default)]
-pub enum LineSink {
+enum LineSink {
     /// Standard output.
     #[default]
     Stdout,

@@ -341,8 +341,9 @@ fn stride_one(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &
     let columns = n * map;
     // One image is already `[Cin, H·W]`; a group is gathered into `[Cin, n·H·W]`.
     let gathered = if n > 1 { cin * columns } else { 0 };
-    let mut scratch = Scratch::take(gathered + stripes * columns);
-    let (b, z) = scratch.0[..gathered + stripes * columns].split_at_mut(gathered);
+    let len = gathered + stripes * columns;
+    let mut scratch = Scratch::take(len);
+    let (b, z) = scratch.0[..len].split_at_mut(gathered);
     if n > 1 {
         for (image, x) in x.chunks_exact(cin * map).enumerate() {
             for (c, channel) in x.chunks_exact(map).enumerate() {
