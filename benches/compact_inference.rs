@@ -16,10 +16,10 @@ use std::time::Duration;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use texprune::burn::tensor::Device;
-use texprune::perf::{random_stripe_masks, synthetic_batch};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{Classifier, Costed, Prunable};
+use texprune_tools::perf::{random_stripe_masks, synthetic_batch};
 
 // As in the `perf` example: glibc's allocator returns freed activations to the kernel and back,
 // which costs compact inference about half its time on 2 cores (docs/performance.md).

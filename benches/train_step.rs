@@ -13,9 +13,9 @@ use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use texprune::burn::tensor::Device;
-use texprune::perf::synthetic_batch;
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::{CdpConfig, DtcConfig, Pruner, PrunerConfig};
+use texprune_tools::perf::synthetic_batch;
 
 fn sgd() -> ModuleOptimizer {
     let momentum = MomentumConfig::new().with_momentum(0.9).with_dampening(0.0);

@@ -44,18 +44,19 @@ use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::decay::WeightDecayConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{GradientsParams, SgdConfig};
-use texprune::cli::Backend;
+use texprune::checkpoint::write_atomic;
 use texprune::data::{
     ImageBatcher, ImageItem, ImageSet, Normalization, Split, batch_rng, epoch_order, mnist,
 };
 use texprune::plots::{MethodSeries, plot_methods};
-use texprune::report::{Evaluation, RunReport, write_atomic};
+use texprune::report::{Evaluation, RunReport};
 use texprune::sensitivity::{SensitivityReport, analyze};
 use texprune::zoo::human;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{
     Classifier, Costed, Phase, Prunable, Pruner, PrunerConfig, Quantity, Schedule, Target,
 };
+use texprune_tools::cli::Backend;
 
 /// A pruning method of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -118,7 +119,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 64, value_parser = texprune_tools::cli::positive)]
     batch: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]
@@ -159,7 +160,7 @@ struct Args {
     #[arg(long)]
     limit_test: Option<usize>,
     /// Runs at a time, each in its own process.
-    #[arg(long, default_value_t = 1, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 1, value_parser = texprune_tools::cli::positive)]
     jobs: usize,
     /// Run again the runs whose results are already in `--out/runs`.
     #[arg(long)]
@@ -304,7 +305,7 @@ fn reference_vgg() -> VggConfig {
 }
 
 fn main() -> ExitCode {
-    texprune::cli::exit(run_main(Args::parse()))
+    texprune_tools::cli::exit(run_main(Args::parse()))
 }
 
 fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {

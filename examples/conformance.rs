@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use texprune::burn::tensor::Device;
-use texprune::conformance::{TOLERANCE, check_file};
+use texprune_tools::conformance::{TOLERANCE, check_file};
 
 fn main() -> ExitCode {
     let files: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
                 failed += report.failures.len();
             }
             Err(e) => {
-                eprintln!("error: {}", texprune::cli::one_line(&e));
+                eprintln!("error: {}", texprune_tools::cli::one_line(&e));
                 unreadable += 1;
             }
         }

@@ -2,7 +2,7 @@
 //! - the pruner's overhead on a ResNet-56 training step (batch 64, forward + cross-entropy +
 //!   backward + SGD), every CDP term on and DTC every step, against the same step without it;
 //! - compact against dense inference for ResNet-56 and VGG-16 (CIFAR, 3×32×32) with 0 %, 50 %
-//!   and 75 % of the stripes removed at random (`texprune::perf::random_stripe_masks`), batch 1
+//!   and 75 % of the stripes removed at random (`texprune_tools::perf::random_stripe_masks`), batch 1
 //!   and 64.
 //!
 //! ```text
@@ -23,12 +23,12 @@ use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use texprune::burn::tensor::{Device, Int, Tensor};
-use texprune::cli::Backend;
-use texprune::perf::{median, median_ms, random_stripe_masks, synthetic_batch};
-use texprune::report::write_atomic;
+use texprune::checkpoint::write_atomic;
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::VggConfig;
 use texprune::{CdpConfig, Classifier, Costed, DtcConfig, Prunable, Pruner, PrunerConfig};
+use texprune_tools::cli::Backend;
+use texprune_tools::perf::{median, median_ms, random_stripe_masks, synthetic_batch};
 
 // mimalloc keeps freed memory for reuse; glibc's allocator hands freed activations back to the
 // kernel and maps them again, and the TLB shootdowns between the two cores cost compact inference
@@ -271,5 +271,5 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    texprune::cli::exit(run(Args::parse()))
+    texprune_tools::cli::exit(run(Args::parse()))
 }

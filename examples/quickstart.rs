@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 64, value_parser = texprune_tools::cli::positive)]
     batch: usize,
     /// Peak learning rate (cosine decay to 0).
     #[arg(long, default_value_t = 0.05)]
@@ -75,7 +75,7 @@ fn items(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
 }
 
 fn main() -> ExitCode {
-    texprune::cli::exit(run_main(Args::parse()))
+    texprune_tools::cli::exit(run_main(Args::parse()))
 }
 
 fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -18,8 +18,8 @@ use clap::Parser;
 use indicatif::ProgressBar;
 use texprune::burn::module::Module;
 use texprune::burn::tensor::Device;
+use texprune::checkpoint::write_atomic;
 use texprune::data::{ImageBatcher, Normalization, Split, mnist};
-use texprune::report::write_atomic;
 use texprune::sensitivity::analyze;
 use texprune::zoo::vgg::VggConfig;
 
@@ -51,7 +51,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    texprune::cli::exit(run_main(Args::parse()))
+    texprune_tools::cli::exit(run_main(Args::parse()))
 }
 
 fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {

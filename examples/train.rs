@@ -38,20 +38,21 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{ModuleOptimizer, SgdConfig};
 use texprune::burn::tensor::Device;
 use texprune::checkpoint;
-use texprune::cli::Backend;
+use texprune::checkpoint::write_atomic;
 use texprune::data::{
     Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
     Normalization, Split, batch_rng, cifar10, cifar100, epoch_order, mnist,
 };
 use texprune::history::TextureHistory;
 use texprune::plots::plot_texture;
-use texprune::report::{Evaluation, RunReport, accuracy, write_atomic, write_run};
+use texprune::report::{Evaluation, RunReport, accuracy, write_run};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{
     CdpConfig, Classifier, Costed, DtcConfig, Formula, Prunable, Pruner, PrunerConfig, Quantity,
     Schedule, Target,
 };
+use texprune_tools::cli::Backend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -106,7 +107,7 @@ struct Args {
     #[arg(long, default_value_t = 160)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 64, value_parser = texprune_tools::cli::positive)]
     batch: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]
@@ -358,7 +359,7 @@ fn pruner_config(args: &Args, total_steps: u64, input_size: [usize; 2]) -> Prune
 }
 
 fn main() -> ExitCode {
-    texprune::cli::exit(run_main(Args::parse()))
+    texprune_tools::cli::exit(run_main(Args::parse()))
 }
 
 fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {

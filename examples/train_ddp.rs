@@ -31,12 +31,12 @@ use texprune::burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use texprune::burn::train::checkpoint::KeepLastNCheckpoints;
 use texprune::burn::train::metric::{AccuracyMetric, LossMetric};
 use texprune::burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
-use texprune::cli::Backend;
 use texprune::data::{ForLoader, ImageBatch, ImageBatcher, ImageSet, Normalization, Split, mnist};
 use texprune::learner::{EpochLineRenderer, LiveStripesMetric, PenaltyMetric, PrunedModel};
 use texprune::report::accuracy;
 use texprune::zoo::vgg::{VggConfig, VggLayer};
 use texprune::{Costed, Pruner, PrunerConfig, Quantity, Schedule, Target};
+use texprune_tools::cli::Backend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Strategy {
@@ -57,19 +57,19 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Strategy::Multi)]
     strategy: Strategy,
     /// Devices (GPUs 0..N, or N worker threads on the CPU device).
-    #[arg(long, default_value_t = 2, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 2, value_parser = texprune_tools::cli::positive)]
     devices: usize,
     /// Backend: cpu (= flex), ndarray, wgpu or cuda (the last three behind cargo features).
     #[arg(long, default_value = "cpu")]
     backend: Backend,
     /// Epochs.
-    #[arg(long, default_value_t = 3, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 3, value_parser = texprune_tools::cli::positive)]
     epochs: usize,
     /// Training images (from the front of the set; the last 1,000 validate).
-    #[arg(long, default_value_t = 4096, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 4096, value_parser = texprune_tools::cli::positive)]
     items: usize,
     /// Batch per device and step.
-    #[arg(long, default_value_t = 32, value_parser = texprune::cli::positive)]
+    #[arg(long, default_value_t = 32, value_parser = texprune_tools::cli::positive)]
     batch: usize,
     /// Learning rate of the mean gradient over the global batch.
     #[arg(long, default_value_t = 0.05)]
@@ -223,5 +223,5 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    texprune::cli::exit(run(Args::parse()))
+    texprune_tools::cli::exit(run(Args::parse()))
 }

@@ -8,6 +8,7 @@
 //! target, so a crash or a kill leaves either the previous checkpoint or the new one; [`load`]
 //! checks the version and every length before using anything.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -17,7 +18,6 @@ use burn::tensor::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::report::write_atomic;
 use crate::{Prunable, Pruner, PrunerState};
 
 const MAGIC: &[u8; 8] = b"TXPCKPT1";
@@ -193,6 +193,38 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Checkpoint<T>, Checkpoin
         model: records[..m].to_vec(),
         optimizer: records[m..].to_vec(),
     })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
+/// then renamed over `path`. A crash leaves either the old file or the new one, never a mix.
+///
+/// # Errors
+/// The I/O error of creating, writing, flushing or renaming the temporary file (which is removed).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// FNV-1a, 64 bits: `h = (h ^ byte) · 0x100000001b3` from `0xcbf29ce484222325`.

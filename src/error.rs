@@ -2,7 +2,7 @@
 
 use texprune_cdp::CdpError;
 use texprune_dtc::DtcError;
-use texprune_zoo::ZooError;
+use texprune_zoo::{PrunableLayer, ZooError};
 
 /// Everything that can go wrong when pruning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -16,13 +16,23 @@ pub enum PruneError {
     /// A model could not be built.
     #[error(transparent)]
     Zoo(#[from] ZooError),
-    /// `exempt` names a layer the model does not declare.
-    #[error("exempt layer `{name}` is not a prunable layer of the model (it has: {known})")]
+    /// A layer name (exempt, scaled or masked) that the model does not declare.
+    #[error("`{name}` is not a prunable layer of the model (it has: {known})")]
     UnknownLayer {
         /// The name given.
         name: String,
         /// The model's layer names, comma-separated.
         known: String,
+    },
+    /// A stripe mask whose shape is not its layer's skeleton's.
+    #[error("the mask for `{name}` has shape {found:?}, the layer's skeleton {expected:?}")]
+    MaskShape {
+        /// The layer.
+        name: String,
+        /// The skeleton's shape `[Cout, kh, kw]`.
+        expected: [usize; 3],
+        /// The mask's shape.
+        found: [usize; 3],
     },
     /// The model declares no prunable layer (or all are exempt).
     #[error("the model declares no prunable layer that is not exempt")]
@@ -68,4 +78,18 @@ pub enum PruneError {
         /// This replica's fingerprint.
         found: u64,
     },
+}
+
+impl PruneError {
+    /// [`PruneError::UnknownLayer`] for `name`, listing the names of `layers`.
+    pub(crate) fn unknown_layer<'a>(
+        name: String,
+        layers: impl IntoIterator<Item = &'a PrunableLayer>,
+    ) -> Self {
+        let known: Vec<&str> = layers.into_iter().map(|l| l.name.as_str()).collect();
+        Self::UnknownLayer {
+            name,
+            known: known.join(", "),
+        }
+    }
 }

@@ -1,12 +1,15 @@
 //! The texture distribution and live stripes of every layer over training: recorded every few
 //! steps (one device read per record), written as JSON and drawn as plots over time.
 
+#[cfg(feature = "plots")]
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use texprune_zoo::Prunable;
 
-use crate::plots::{PlotError, mean_std, plot_lines, textures};
+use crate::layer_texture::{mean_std, textures};
+#[cfg(feature = "plots")]
+use crate::plots::{PlotError, plot_lines};
 
 /// One record: per layer (in [`TextureHistory::layers`] order), the mean and standard deviation
 /// of the filter similarity to the layer mean, and the live-stripe fraction.
@@ -49,16 +52,19 @@ impl TextureHistory {
     }
 
     /// Per layer, the values `f(record)[layer]` over the records.
+    #[cfg(feature = "plots")]
     fn series(&self, f: impl Fn(&TextureRecord) -> &Vec<f64>) -> Vec<Vec<f64>> {
         (0..self.layers.len())
             .map(|i| self.records.iter().map(|r| f(r)[i]).collect())
             .collect()
     }
 
-    /// Draws the mean similarity and the live-stripe fraction of every layer over the steps.
+    /// Draws the mean similarity and the live-stripe fraction of every layer over the steps
+    /// (cargo feature `plots`).
     ///
     /// # Errors
     /// [`PlotError`] when the chart cannot be drawn or the file written.
+    #[cfg(feature = "plots")]
     pub fn plot(&self, path: &Path) -> Result<(), PlotError> {
         let steps: Vec<f64> = self.records.iter().map(|r| r.step as f64).collect();
         let mean = self.series(|r| &r.mean);

@@ -36,7 +36,11 @@
 //! ```
 //!
 //! To train with burn-train's `Learner` instead, on one device or several (multi-device, DDP),
-//! wrap the model in [`learner::PrunedModel`].
+//! wrap the model in `learner::PrunedModel` (cargo feature `learner`).
+//!
+//! Cargo features: `flex` (default) and `ndarray` for the CPU, `wgpu` and `cuda` for GPUs;
+//! `plots` for SVG plots of texture statistics, histories, sensitivity sweeps and run reports
+//! (plotters); `learner` for the burn-train integration.
 //!
 //! The pieces live in their own crates, re-exported here: [`texture`] (filter texture
 //! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks) and [`zoo`] (the prunable
@@ -58,17 +62,17 @@ pub use texprune_zoo::{
     SkeletonConv2d, SkeletonConv2dConfig, ZooError, compact,
 };
 
-pub mod conformance;
 mod error;
+mod layer_texture;
 mod masking;
 mod pruner;
 
 pub mod budget;
 pub mod checkpoint;
-pub mod cli;
 pub mod history;
+#[cfg(feature = "learner")]
 pub mod learner;
-pub mod perf;
+#[cfg(feature = "plots")]
 pub mod plots;
 pub mod report;
 pub mod sensitivity;
@@ -76,6 +80,8 @@ pub mod sensitivity;
 pub use budget::{Phase, Quantity, Schedule, Target};
 pub use checkpoint::CheckpointError;
 pub use error::PruneError;
+pub use masking::apply_stripe_masks;
+#[cfg(feature = "plots")]
 pub use plots::PlotError;
 pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};
 pub use report::MeasureError;

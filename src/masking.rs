@@ -6,7 +6,45 @@ use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Bool, Tensor};
 use texprune_dtc::alive_filters;
-use texprune_zoo::PrunableLayer;
+use texprune_zoo::{Prunable, PrunableLayer};
+
+use crate::PruneError;
+
+/// `model` with stripe masks written into it as DTC writes them (METHOD §4): for each
+/// `(layer name, stripes [Cout, kh, kw])`, the skeleton entries where `stripes` is false set to 0
+/// and, when the layer has a coupled BatchNorm, `γ` and `β` of every filter left without a live
+/// stripe (`alive_f = ∨_{i,j} stripes[f, i, j]`) set to 0. Layers not named are left as they are.
+///
+/// For masks that come from outside a [`Pruner`](crate::Pruner): a random pattern to time
+/// compaction before training, a hand-made one, or masks another tool computed. The pruner, the
+/// sensitivity sweep and this function write masks the same way.
+///
+/// # Errors
+/// [`PruneError::UnknownLayer`] for a name that is not a prunable layer of `model`,
+/// [`PruneError::MaskShape`] for a mask whose shape is not the layer's skeleton's; `model` is
+/// not changed then.
+pub fn apply_stripe_masks<M: Prunable>(
+    model: M,
+    masks: impl IntoIterator<Item = (String, Tensor<3, Bool>)>,
+) -> Result<M, PruneError> {
+    let layers = model.collect_prunable();
+    let mut mapper = MaskMapper::default();
+    for (name, stripes) in masks {
+        let Some(layer) = layers.iter().find(|l| l.name == name) else {
+            return Err(PruneError::unknown_layer(name, layers.iter()));
+        };
+        let (expected, found) = (layer.skeleton.dims(), stripes.dims());
+        if expected != found {
+            return Err(PruneError::MaskShape {
+                name,
+                expected,
+                found,
+            });
+        }
+        mapper.insert_stripes(layer, stripes);
+    }
+    Ok(model.map(&mut mapper))
+}
 
 /// Zeroes, in every parameter whose id it knows, the entries whose mask is false.
 ///

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use texprune_texture::WeightTexture;
 use texprune_zoo::Prunable;
+
+use crate::layer_texture::textures;
 
 /// A plot that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
@@ -22,42 +23,6 @@ const BINS: usize = 20;
 
 /// Most layers whose names label the live-stripe chart's axis.
 const LABELLED_LAYERS: usize = 12;
-
-/// One layer's numbers for the plots.
-pub(crate) struct LayerTexture {
-    pub name: String,
-    pub similarity: Vec<f64>,
-    pub live: f64,
-}
-
-pub(crate) fn textures<M: Prunable>(model: &M) -> Vec<LayerTexture> {
-    model
-        .collect_prunable()
-        .iter()
-        .map(|l| {
-            let skeleton: Vec<f64> = l.skeleton.clone().into_data().iter::<f64>().collect();
-            let live = skeleton.iter().filter(|v| **v != 0.0).count() as f64;
-            let weight = l.weight.clone() * l.skeleton.clone().unsqueeze_dim(1);
-            LayerTexture {
-                name: l.name.clone(),
-                similarity: WeightTexture::new(weight)
-                    .similarity
-                    .into_data()
-                    .iter::<f64>()
-                    .collect(),
-                live: live / skeleton.len().max(1) as f64,
-            }
-        })
-        .collect()
-}
-
-/// Mean and (population) standard deviation of `values`.
-pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-    (mean, var.sqrt())
-}
 
 /// Draws the texture distributions and live-stripe fractions of `model` into the SVG `path`,
 /// titled `title`.

@@ -281,14 +281,7 @@ impl Pruner {
             .chain(self.config.layer_scales.iter().map(|(name, _)| name))
             .find(|e| !all.iter().any(|l| &l.name == *e))
         {
-            return Err(PruneError::UnknownLayer {
-                name: name.clone(),
-                known: all
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(PruneError::unknown_layer(name.clone(), &all));
         }
         let layers: Vec<_> = all
             .into_iter()

@@ -1,7 +1,8 @@
 //! Measuring a trained model: accuracy, latency, and the run report written next to it.
 
-use std::io::Write;
+#[cfg(feature = "plots")]
 use std::path::Path;
+use std::time::Instant;
 
 use burn::data::dataset::Dataset;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -76,41 +77,19 @@ pub fn accuracy<M: Classifier>(
 
 /// Median wall time of `runs` forward passes of `images` (after one warm-up), in milliseconds.
 pub fn latency_ms<M: Classifier>(model: &M, images: &Tensor<4>, runs: usize) -> f64 {
-    crate::perf::median_ms(runs, || {
+    let forward = || {
         let _ = model.logits(images.clone()).into_data();
-    })
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
-/// then renamed over `path`. A crash leaves either the old file or the new one, never a mix.
-///
-/// # Errors
-/// The I/O error of creating, writing, flushing or renaming the temporary file (which is removed).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    forward();
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            forward();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// What a training run produced: the before/after numbers of the quickstart and the full recipe.
@@ -316,12 +295,13 @@ pub fn markdown(
     page
 }
 
-/// Writes a run's outputs into `out`: `report.json`, `texture-history.json`,
-/// `texture-history.svg` and `report.md` (which shows `texture-start.svg` and `texture-end.svg`
-/// too, drawn by the caller).
+/// Writes a run's outputs into `out`, each file atomically: `report.json`,
+/// `texture-history.json`, `texture-history.svg` and `report.md` (which shows `texture-start.svg`
+/// and `texture-end.svg` too, drawn by the caller). Cargo feature `plots`.
 ///
 /// # Errors
 /// The I/O error of writing a file, or of drawing a plot (as [`std::io::ErrorKind::Other`]).
+#[cfg(feature = "plots")]
 pub fn write_run(
     out: &Path,
     title: &str,
@@ -329,8 +309,8 @@ pub fn write_run(
     compact: &CostReport,
     history: &crate::history::TextureHistory,
 ) -> std::io::Result<()> {
-    write_atomic(&out.join("report.json"), pretty(run)?.as_bytes())?;
-    write_atomic(
+    crate::checkpoint::write_atomic(&out.join("report.json"), pretty(run)?.as_bytes())?;
+    crate::checkpoint::write_atomic(
         &out.join("texture-history.json"),
         pretty(history)?.as_bytes(),
     )?;
@@ -347,10 +327,11 @@ pub fn write_run(
             ("Texture over training", "texture-history.svg"),
         ],
     );
-    write_atomic(&out.join("report.md"), page.as_bytes())
+    crate::checkpoint::write_atomic(&out.join("report.md"), page.as_bytes())
 }
 
 /// Pretty JSON of `value`, as an I/O result.
+#[cfg(feature = "plots")]
 fn pretty<T: Serialize>(value: &T) -> std::io::Result<String> {
     serde_json::to_string_pretty(value).map_err(std::io::Error::other)
 }

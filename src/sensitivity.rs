@@ -16,8 +16,8 @@ use texprune_data::{DataError, ImageBatcher, ImageItem};
 use texprune_dtc::{filter_thresholds, stripe_mask};
 use texprune_zoo::{Classifier, Prunable, PrunableLayer};
 
+use crate::layer_texture::{mean_std, textures};
 use crate::masking::MaskMapper;
-use crate::plots::{mean_std, textures};
 use crate::report::{MeasureError, evaluate};
 
 /// One point of a layer's sweep.
@@ -219,10 +219,12 @@ impl SensitivityReport {
             .collect()
     }
 
-    /// Draws, per layer, the accuracy and the live-stripe fraction against the threshold.
+    /// Draws, per layer, the accuracy and the live-stripe fraction against the threshold (cargo
+    /// feature `plots`).
     ///
     /// # Errors
     /// [`PlotError`](crate::plots::PlotError) when the chart cannot be drawn or the file written.
+    #[cfg(feature = "plots")]
     pub fn plot(&self, path: &std::path::Path) -> Result<(), crate::plots::PlotError> {
         let names: Vec<String> = self.layers.iter().map(|l| l.name.clone()).collect();
         let xs: Vec<f64> = self

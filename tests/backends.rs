@@ -24,12 +24,12 @@ use texprune::burn::optim::SgdConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use texprune::cdp::{Cdp, LayerParams};
-use texprune::conformance::check_file;
 use texprune::data::SplitMix64;
-use texprune::perf::{random_stripe_masks, synthetic_batch};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{CdpConfig, Classifier, DtcConfig, Prunable, PruneError, Pruner, PrunerConfig};
+use texprune_tools::conformance::check_file;
+use texprune_tools::perf::{random_stripe_masks, synthetic_batch};
 
 fn read<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().iter::<f64>().collect()
@@ -324,7 +324,7 @@ backend!(
 #[cfg(feature = "wgpu")]
 backend!(
     wgpu,
-    texprune::cli::Backend::Wgpu
+    texprune_tools::cli::Backend::Wgpu
         .device()
         .expect("a wgpu device"),
     [
@@ -338,7 +338,7 @@ backend!(
 #[cfg(feature = "cuda")]
 backend!(
     cuda,
-    texprune::cli::Backend::Cuda
+    texprune_tools::cli::Backend::Cuda
         .device()
         .expect("a CUDA device"),
     [

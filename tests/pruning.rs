@@ -42,7 +42,7 @@ fn numbers(n: usize, seed: u64) -> Vec<f64> {
 
 mod conformance {
     use super::*;
-    use texprune::conformance::check_file;
+    use texprune_tools::conformance::check_file;
 
     #[test]
     fn a_perturbed_reference_value_fails() {

@@ -12,12 +12,12 @@ use texprune::burn::optim::SgdConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::activation::relu;
 use texprune::burn::tensor::module::adaptive_avg_pool2d;
-use texprune::burn::tensor::{Device, Tensor, TensorData};
+use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
 use texprune::zoo::compact::StripeLayout;
 use texprune::{
-    Activation, CostReport, LayerKind, Prunable, PrunableLayers, Pruner, PrunerConfig, Schedule,
-    SkeletonConv2d, SkeletonConv2dConfig, Target, ZooError, compact,
+    Activation, CostReport, LayerKind, Prunable, PrunableLayers, PruneError, Pruner, PrunerConfig,
+    Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target, ZooError, apply_stripe_masks, compact,
 };
 
 /// The example's residual network (stem → block → max pool → strided conv → 1×1 conv → global
@@ -447,4 +447,62 @@ fn a_flops_target_on_a_user_model_is_met_through_fit() {
         "removed {:.1} % of the FLOPs",
         100.0 * removed
     );
+}
+
+#[test]
+fn masks_from_outside_a_pruner_are_written_as_dtc_writes_them() {
+    let device = Device::default();
+    let model = ResidualNet::new(WIDTH, &device).unwrap();
+    let cout = 2 * WIDTH;
+    // `inner`: filter 0 keeps no stripe, filter 1 only its centre, the rest all nine.
+    let mut keep = vec![true; cout * 9];
+    keep[..18].fill(false);
+    keep[9 + 4] = true;
+    let stripes =
+        Tensor::<3, Bool>::from_data(TensorData::new(keep.clone(), [cout, 3, 3]), &device);
+    let masked =
+        apply_stripe_masks(model.clone(), [("inner".to_string(), stripes.clone())]).unwrap();
+
+    let values = |t: Tensor<1>| -> Vec<f32> { t.into_data().iter::<f32>().collect() };
+    let expected: Vec<f32> = keep.iter().map(|k| f32::from(u8::from(*k))).collect();
+    assert_eq!(values(masked.inner.skeleton.val().flatten(0, 2)), expected);
+    // The coupled BatchNorm loses the channel of the dead filter only; γ starts at 1.
+    let gamma = values(masked.inner_bn.gamma.val());
+    assert_eq!(gamma[0], 0.0);
+    assert!(gamma[1..].iter().all(|g| *g == 1.0), "{gamma:?}");
+    assert!(values(masked.inner_bn.beta.val())[0] == 0.0);
+    // Layers not named are untouched.
+    assert!(
+        values(masked.stem.skeleton.val().flatten(0, 2))
+            .iter()
+            .all(|s| *s == 1.0)
+    );
+    // The compact model drops the dead filter and equals the masked one.
+    let compacted: ResidualNet = compact(masked.clone()).unwrap();
+    assert_eq!(compacted.inner.weight_dims()[0], cout - 1);
+    let x = images(2, &mut SplitMix64(5), &device);
+    let (err, same) = compare(compacted.forward(x.clone()), masked.forward(x));
+    assert!(err <= 1e-5 && same, "relative error {err}");
+
+    // Bad input: a name the model does not declare, a mask of the wrong shape.
+    match apply_stripe_masks(model.clone(), [("middle".to_string(), stripes)]) {
+        Err(PruneError::UnknownLayer { name, known }) => {
+            assert_eq!(name, "middle");
+            assert_eq!(known, "stem, inner, outer, down, wide");
+        }
+        other => panic!("expected UnknownLayer, got {:?}", other.map(|_| ())),
+    }
+    let small = Tensor::<3, Bool>::from_data(TensorData::new(vec![true; 9], [1, 3, 3]), &device);
+    let err = apply_stripe_masks(model, [("outer".to_string(), small)])
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        PruneError::MaskShape {
+            name: "outer".into(),
+            expected: [WIDTH, 3, 3],
+            found: [1, 3, 3],
+        }
+    );
+    assert!(err.to_string().contains("`outer`"), "{err}");
 }

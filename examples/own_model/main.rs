@@ -19,7 +19,8 @@ use texprune::burn::optim::SgdConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::Device;
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
-use texprune::{CostReport, Pruner, PrunerConfig, Schedule, Target, perf::median_ms};
+use texprune::{CostReport, Pruner, PrunerConfig, Schedule, Target};
+use texprune_tools::perf::median_ms;
 
 mod net;
 

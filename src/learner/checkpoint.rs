@@ -9,7 +9,7 @@ use burn::train::metric::store::EventStoreClient;
 use super::Ledger;
 use crate::PrunerState;
 use crate::checkpoint::CheckpointError;
-use crate::report::write_atomic;
+use crate::checkpoint::write_atomic;
 
 /// The path of the pruner state for `epoch` in `directory`.
 pub(crate) fn state_path(directory: &Path, epoch: usize) -> PathBuf {

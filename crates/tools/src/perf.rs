@@ -3,28 +3,31 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use texprune_data::SplitMix64;
-use texprune_zoo::Prunable;
-
-use crate::masking::MaskMapper;
+use texprune::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use texprune::data::SplitMix64;
+use texprune::zoo::Prunable;
 
 /// `model` with each stripe of every thresholded conv removed (its skeleton entry set to 0) with
 /// probability `removed`, drawn from a SplitMix64 stream seeded with `seed`, and the BatchNorm
-/// channels coupled to filters left without a live stripe zeroed, as DTC leaves them.
+/// channels coupled to filters left without a live stripe zeroed, as DTC leaves them
+/// ([`texprune::apply_stripe_masks`]).
 pub fn random_stripe_masks<M: Prunable>(model: M, removed: f64, seed: u64) -> M {
     let mut rng = SplitMix64(seed);
-    let mut mapper = MaskMapper::default();
-    for layer in model.collect_prunable().iter().filter(|l| l.thresholded) {
-        let [cout, kh, kw] = layer.skeleton.dims();
-        let device = layer.skeleton.device();
-        let keep: Vec<bool> = (0..cout * kh * kw)
-            .map(|_| !rng.chance(removed as f32))
-            .collect();
-        let stripes = Tensor::<3, Bool>::from_data(TensorData::new(keep, [cout, kh, kw]), &device);
-        mapper.insert_stripes(layer, stripes);
-    }
-    model.map(&mut mapper)
+    let masks: Vec<(String, Tensor<3, Bool>)> = model
+        .collect_prunable()
+        .iter()
+        .filter(|l| l.thresholded)
+        .map(|layer| {
+            let [cout, kh, kw] = layer.skeleton.dims();
+            let keep: Vec<bool> = (0..cout * kh * kw)
+                .map(|_| !rng.chance(removed as f32))
+                .collect();
+            let data = TensorData::new(keep, [cout, kh, kw]);
+            let stripes = Tensor::from_data(data, &layer.skeleton.device());
+            (layer.name.clone(), stripes)
+        })
+        .collect();
+    texprune::apply_stripe_masks(model, masks).expect("masks shaped from the model's own layers")
 }
 
 /// A fixed batch for timing: `n` images `[n, C, H, W]` uniform in [-1, 1) and labels in
@@ -68,8 +71,8 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::Device;
-    use texprune_zoo::resnet::ResNetConfig;
+    use texprune::burn::tensor::Device;
+    use texprune::zoo::resnet::ResNetConfig;
 
     use super::*;
 
@@ -91,7 +94,7 @@ mod tests {
             0.75,
             3,
         );
-        let skeletons = |m: &texprune_zoo::resnet::ResNet| -> Vec<f32> {
+        let skeletons = |m: &texprune::zoo::resnet::ResNet| -> Vec<f32> {
             m.collect_prunable()
                 .iter()
                 .flat_map(|l| {

@@ -5,8 +5,8 @@ use std::fmt;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use texprune::burn::tensor::{Device, Tensor};
 
 /// A backend to run on, as the examples' `--backend` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ impl Backend {
             #[cfg(feature = "wgpu")]
             Self::Wgpu => match index {
                 0 => Device::wgpu(Default::default()),
-                i => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+                i => Device::wgpu(texprune::burn::tensor::DeviceKind::DiscreteGpu(i)),
             },
             #[cfg(feature = "cuda")]
             Self::Cuda => Device::cuda(index),

@@ -16,18 +16,18 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
-use burn::optim::GradientsParams;
-use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
 use serde_json::Value;
-use texprune_cdp::{Cdp, CdpConfig, Formula, LayerParams};
-use texprune_dtc::{DtcConfig, ThresholdContainer, mask_stripes};
-use texprune_texture::{SkeletonTexture, WeightTexture};
-use texprune_zoo::resnet::ResNetConfig;
-use texprune_zoo::vgg::{VggConfig, VggLayer};
-use texprune_zoo::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig};
+use texprune::burn::module::{Module, ModuleMapper, Param, ParamId};
+use texprune::burn::optim::GradientsParams;
+use texprune::burn::tensor::{Bool, DType, Device, Tensor, TensorData};
+use texprune::cdp::{Cdp, CdpConfig, Formula, LayerParams};
+use texprune::dtc::{DtcConfig, ThresholdContainer, mask_stripes};
+use texprune::texture::{SkeletonTexture, WeightTexture};
+use texprune::zoo::resnet::ResNetConfig;
+use texprune::zoo::vgg::{VggConfig, VggLayer};
+use texprune::zoo::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig};
 
-use crate::{Pruner, PrunerConfig};
+use texprune::{Pruner, PrunerConfig};
 
 mod prune;
 
@@ -674,7 +674,7 @@ fn check_dtc_model(case: &Value, device: &Device) -> Result<Report, ConformanceE
             .collect()
     };
     let threshold = number(case, "threshold")?;
-    let zoo = |e: texprune_zoo::ZooError| format_err(e.to_string());
+    let zoo = |e: texprune::zoo::ZooError| format_err(e.to_string());
     if arch.starts_with("VGG") {
         let layers = cfg
             .iter()
