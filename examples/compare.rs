@@ -38,16 +38,11 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use texprune::burn::data::dataset::Dataset;
 use texprune::burn::module::Module;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
-use texprune::burn::optim::decay::WeightDecayConfig;
-use texprune::burn::optim::momentum::MomentumConfig;
-use texprune::burn::optim::{GradientsParams, SgdConfig};
+use texprune::burn::optim::GradientsParams;
 use texprune::checkpoint::write_atomic;
-use texprune::data::{
-    ImageBatcher, ImageItem, ImageSet, Normalization, Split, batch_rng, epoch_order, mnist,
-};
+use texprune::data::{ImageBatcher, ImageSet, Normalization, Split, mnist};
 use texprune::plots::{MethodSeries, plot_methods};
 use texprune::report::{Evaluation, RunReport};
 use texprune::sensitivity::{SensitivityReport, analyze};
@@ -57,6 +52,7 @@ use texprune::{
     Classifier, Costed, Phase, Prunable, Pruner, PrunerConfig, Quantity, Schedule, Target,
 };
 use texprune_tools::cli::Backend;
+use texprune_tools::scaffold::{Batches, sgd};
 
 /// A pruning method of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -478,14 +474,7 @@ fn run(
         None => None,
     };
     let name = key.stem();
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(args.momentum)
-                .with_dampening(0.0),
-        ))
-        .with_weight_decay(Some(WeightDecayConfig::new(args.weight_decay as f32)))
-        .init();
+    let mut optim = sgd(args.momentum, args.weight_decay);
     let normalization = Normalization {
         mean: vec![0.2860; 3],
         std: vec![0.3530; 3],
@@ -496,6 +485,7 @@ fn run(
     let style = ProgressStyle::with_template(
         "{prefix:>24} epoch {msg:.dim} {bar:25} {pos}/{len} {elapsed_precise}",
     )?;
+    let batches = Batches::new(train, &batcher, args.batch, key.seed);
     let mut step = 0u64;
     let mut last = None;
     let mut layer_scales = Vec::new();
@@ -503,8 +493,8 @@ fn run(
         let bar = ProgressBar::new(steps_per_epoch as u64)
             .with_style(style.clone())
             .with_prefix(name.clone());
-        let order = epoch_order(train.len(), key.seed, epoch);
-        for (b, chunk) in order.chunks(args.batch).enumerate() {
+        for batch in batches.epoch(epoch, 0, &train_device) {
+            let (_, batch) = batch?;
             if let Some(p) = &mut pruner
                 && key.method == Method::CdpDtcSensitive
                 && p.phase() == Phase::Prune
@@ -515,11 +505,6 @@ fn run(
                 println!("\nlayer scales from the sensitivity: {layer_scales:?}");
                 p.set_layer_scales(layer_scales.clone())?;
             }
-            let items: Vec<ImageItem> = chunk
-                .iter()
-                .map(|&i| train.get(i))
-                .collect::<Result<_, _>>()?;
-            let batch = batcher.images(&items, &mut batch_rng(key.seed, epoch, b), &train_device);
             let lr = match args.lr_schedule {
                 LrSchedule::Constant => args.lr,
                 LrSchedule::Cosine => {

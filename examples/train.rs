@@ -29,19 +29,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use texprune::burn::data::dataset::Dataset;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
-use texprune::burn::optim::decay::WeightDecayConfig;
-use texprune::burn::optim::momentum::MomentumConfig;
-use texprune::burn::optim::{ModuleOptimizer, SgdConfig};
+use texprune::burn::optim::ModuleOptimizer;
 use texprune::burn::tensor::Device;
 use texprune::checkpoint;
 use texprune::checkpoint::write_atomic;
 use texprune::data::{
     Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
-    Normalization, Split, batch_rng, cifar10, cifar100, epoch_order, mnist,
+    Normalization, Split, cifar10, cifar100, mnist,
 };
 use texprune::history::TextureHistory;
 use texprune::plots::plot_texture;
@@ -50,9 +47,10 @@ use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{
     CdpConfig, Classifier, Costed, DtcConfig, Formula, Prunable, Pruner, PrunerConfig, Quantity,
-    Schedule, Target,
+    Schedule, Target, ThresholdRamp,
 };
 use texprune_tools::cli::Backend;
+use texprune_tools::scaffold::{Batches, Finished, epoch_bar, sgd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -80,6 +78,34 @@ enum ModelKind {
     Resnet18,
     Resnet34,
     Resnet50,
+}
+
+/// A zoo model's configuration, before the dataset's classes and image shape are set.
+enum Architecture {
+    Vgg(VggConfig),
+    ResNet(ResNetConfig),
+}
+
+impl ModelKind {
+    /// The configuration `--model` names.
+    fn architecture(self) -> Architecture {
+        use Architecture::{ResNet, Vgg};
+        match self {
+            Self::Small => Vgg(VggConfig::small()),
+            Self::Vgg11 => Vgg(VggConfig::vgg11()),
+            Self::Vgg13 => Vgg(VggConfig::vgg13()),
+            Self::Vgg16 => Vgg(VggConfig::vgg16()),
+            Self::Vgg19 => Vgg(VggConfig::vgg19()),
+            Self::Resnet20 => ResNet(ResNetConfig::cifar(20)),
+            Self::Resnet32 => ResNet(ResNetConfig::cifar(32)),
+            Self::Resnet44 => ResNet(ResNetConfig::cifar(44)),
+            Self::Resnet56 => ResNet(ResNetConfig::cifar(56)),
+            Self::Resnet110 => ResNet(ResNetConfig::cifar(110)),
+            Self::Resnet18 => ResNet(ResNetConfig::imagenet(18)),
+            Self::Resnet34 => ResNet(ResNetConfig::imagenet(34)),
+            Self::Resnet50 => ResNet(ResNetConfig::imagenet(50)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -354,6 +380,14 @@ fn pruner_config(args: &Args, total_steps: u64, input_size: [usize; 2]) -> Prune
                 args.warmup,
                 args.prune,
             ))),
+        // δ rises from 0 over the first `--threshold-warmup` epochs, then every step prunes.
+        None if args.threshold_warmup > 0 => {
+            let per_epoch = total_steps / args.epochs.max(1) as u64;
+            let steps = (args.threshold_warmup as u64 * per_epoch).max(1);
+            let ramp = ThresholdRamp::new(args.threshold, steps);
+            let schedule = Schedule::new(0, total_steps.max(1)).with_threshold_ramp(Some(ramp));
+            config.with_schedule(Some(schedule))
+        }
         None => config,
     }
 }
@@ -377,38 +411,17 @@ fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     let train_device = device.clone().autodiff();
     train_device.seed(args.seed);
-    let vgg = |config: VggConfig| {
-        config
-            .with_num_classes(classes)
-            .with_in_channels(c)
-            .with_input_size([h, w])
-            .init(&train_device)
-    };
-    let resnet = |config: ResNetConfig| {
-        config
-            .with_num_classes(classes)
-            .with_in_channels(c)
-            .init(&train_device)
-    };
-    match args.model {
-        ModelKind::Small => run(&args, vgg(VggConfig::small())?, data, &device),
-        ModelKind::Vgg11 => run(&args, vgg(VggConfig::vgg11())?, data, &device),
-        ModelKind::Vgg13 => run(&args, vgg(VggConfig::vgg13())?, data, &device),
-        ModelKind::Vgg16 => run(&args, vgg(VggConfig::vgg16())?, data, &device),
-        ModelKind::Vgg19 => run(&args, vgg(VggConfig::vgg19())?, data, &device),
-        ModelKind::Resnet20 => run(&args, resnet(ResNetConfig::cifar(20))?, data, &device),
-        ModelKind::Resnet32 => run(&args, resnet(ResNetConfig::cifar(32))?, data, &device),
-        ModelKind::Resnet44 => run(&args, resnet(ResNetConfig::cifar(44))?, data, &device),
-        ModelKind::Resnet56 => run(&args, resnet(ResNetConfig::cifar(56))?, data, &device),
-        ModelKind::Resnet110 => run(&args, resnet(ResNetConfig::cifar(110))?, data, &device),
-        ModelKind::Resnet18 => run(&args, resnet(ResNetConfig::resnet18())?, data, &device),
-        ModelKind::Resnet34 => run(&args, resnet(ResNetConfig::imagenet(34))?, data, &device),
-        ModelKind::Resnet50 => run(&args, resnet(ResNetConfig::resnet50())?, data, &device),
+    match args.model.architecture() {
+        Architecture::Vgg(config) => {
+            let config = config.with_num_classes(classes).with_in_channels(c);
+            let model = config.with_input_size([h, w]).init(&train_device)?;
+            run(&args, model, data, &device)
+        }
+        Architecture::ResNet(config) => {
+            let config = config.with_num_classes(classes).with_in_channels(c);
+            run(&args, config.init(&train_device)?, data, &device)
+        }
     }
-}
-
-fn load_items(set: &Items, indices: &[usize]) -> Result<Vec<ImageItem>, DataError> {
-    indices.iter().map(|&i| set.get(i)).collect()
 }
 
 fn run<M>(
@@ -423,14 +436,7 @@ where
     let start = Instant::now();
     let last_path = args.out.join("last.ckpt");
     let best_path = args.out.join("best.ckpt");
-    let mut optim: ModuleOptimizer = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(args.momentum)
-                .with_dampening(0.0),
-        ))
-        .with_weight_decay(Some(WeightDecayConfig::new(args.weight_decay as f32)))
-        .init();
+    let mut optim: ModuleOptimizer = sgd(args.momentum, args.weight_decay);
     let (mut model, mut pruner, mut progress) = if args.resume {
         let ck = checkpoint::load::<Progress>(&last_path)?;
         check_same_run(&ck.meta.args, args).map_err(|e| format!("{}: {e}", last_path.display()))?;
@@ -480,30 +486,14 @@ where
     let eval_batcher = ImageBatcher::new(normalization, None, 0);
     let loss_fn = CrossEntropyLossConfig::new().init(&device.clone().autodiff());
     let train_device = device.clone().autodiff();
-    let steps_per_epoch = train.len().div_ceil(args.batch);
-    let style = ProgressStyle::with_template(
-        "epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}",
-    )?;
+    let batches = Batches::new(&train, &train_batcher, args.batch, args.seed);
     for epoch in progress.epochs_done..args.epochs {
-        let bar = ProgressBar::new(steps_per_epoch as u64)
-            .with_style(style.clone())
-            .with_prefix(format!("{}/{}", epoch + 1, args.epochs));
+        let bar = epoch_bar(epoch, args.epochs, batches.per_epoch())?;
         let lr = learning_rate(args, epoch);
         let skip = std::mem::take(&mut progress.batches_done);
         bar.inc(skip as u64);
-        for (b, chunk) in epoch_order(train.len(), args.seed, epoch)
-            .chunks(args.batch)
-            .enumerate()
-            .skip(skip)
-        {
-            if args.threshold_warmup > 0 && args.target.is_none() {
-                let t = (epoch * steps_per_epoch + b) as f64
-                    / (args.threshold_warmup * steps_per_epoch) as f64;
-                pruner.set_threshold(args.threshold * t.min(1.0))?;
-            }
-            let items = load_items(&train, chunk)?;
-            let batch =
-                train_batcher.images(&items, &mut batch_rng(args.seed, epoch, b), &train_device);
+        for batch in batches.epoch(epoch, skip, &train_device) {
+            let (b, batch) = batch?;
             let loss = loss_fn.forward(model.logits(batch.images), batch.labels);
             let fit = pruner.fit(&model, loss)?;
             model = pruner.apply_masks(optim.step(lr, model, fit.grads));
@@ -555,22 +545,21 @@ fn finish<M>(
 where
     M: Prunable + Classifier + Costed,
 {
-    plot_texture(
-        model,
-        &args.out.join("texture-end.svg"),
-        "texture after training",
-    )?;
-    let masked = model.valid();
-    let compact = pruner.compact(masked.clone())?;
+    let Finished {
+        masked,
+        report,
+        dense_cost,
+        compact_cost,
+        ..
+    } = texprune_tools::scaffold::finish(model, pruner, eval, &args.out)?;
     // The trained (masked) model, to reload with the same model configuration.
     masked.clone().save_file(args.out.join("masked.bpk"))?;
-    let (measured, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, eval)?;
     let report = RunReport {
         dataset: format!("{:?}", args.dataset).to_lowercase(),
         model: format!("{:?}", args.model).to_lowercase(),
         epochs: args.epochs,
         wall_seconds: start.elapsed().as_secs_f64(),
-        ..measured
+        ..report
     };
     let structure = structure(&masked);
     let title = format!("texprune: {} on {}", report.model, report.dataset);

@@ -6,7 +6,8 @@
 //!
 //! - **warm-up** `s < warmup`: the CDP penalty shapes the skeletons, DTC masks nothing;
 //! - **pruning** `warmup ≤ s < warmup + prune`: penalty on, DTC every step; with a target, every
-//!   `control_every` steps (and on the last pruning step) the controller sets δ;
+//!   `control_every` steps (and on the last pruning step) the controller sets δ; without one, δ
+//!   is the configured threshold or follows the schedule's [`ThresholdRamp`] from 0;
 //! - **fine-tuning** afterwards, the target met: the masks are frozen (still
 //!   applied to gradients and parameters), the penalty is off.
 //!
@@ -32,9 +33,13 @@
 //! catches up.
 
 use burn::config::Config;
+use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
+use texprune_dtc::LayerMasks;
+use texprune_zoo::compact::{CompactionPlan, LayerState};
+use texprune_zoo::{CostReport, Prunable, PrunableLayer, PrunableLayers};
 
-use crate::PruneError;
+use crate::{PruneError, Pruner};
 
 /// The quantity a [`Target`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +130,33 @@ pub struct Schedule {
     /// Steps between two control steps of the target controller.
     #[config(default = 25)]
     pub control_every: u64,
+    /// Without a target: how δ rises from the first pruning step (None: δ as configured). With
+    /// a target the controller sets δ, and a ramp is an error.
+    #[config(default = "None")]
+    pub threshold_ramp: Option<ThresholdRamp>,
+}
+
+/// Without a target, the DTC base threshold over the pruning phase: on pruning step `s`,
+/// `δ(s) = to · min(1, (s − warmup) / steps)`, rising linearly from 0 (nothing pruned) to `to`,
+/// then held. Masks only grow, so a slow start keeps early, noisy skeletons from deciding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdRamp {
+    /// The final δ.
+    pub to: f64,
+    /// Steps to reach it, counted from the first pruning step (≥ 1).
+    pub steps: u64,
+}
+
+impl ThresholdRamp {
+    /// δ rising to `to` over `steps` steps.
+    pub fn new(to: f64, steps: u64) -> Self {
+        Self { to, steps }
+    }
+
+    /// δ on the pruning step `offset` steps after the first.
+    pub fn at(&self, offset: u64) -> f64 {
+        self.to * (offset as f64 / self.steps.max(1) as f64).min(1.0)
+    }
 }
 
 /// Where a step falls in the [`Schedule`].
@@ -147,15 +179,24 @@ impl Schedule {
         Self::new(steps(warmup), steps(prune).max(1))
     }
 
-    /// Checks the lengths.
+    /// Checks the lengths and the ramp.
     ///
     /// # Errors
-    /// [`PruneError::Budget`] for a pruning phase of zero steps or `control_every = 0`.
+    /// [`PruneError::Budget`] for a pruning phase of zero steps, `control_every = 0`, or a ramp
+    /// of zero steps or to a δ that is negative or not finite.
     pub fn validate(&self) -> Result<(), PruneError> {
         if self.prune_steps == 0 || self.control_every == 0 {
             return Err(PruneError::Budget(
                 "the schedule needs at least one pruning step and control_every ≥ 1".into(),
             ));
+        }
+        if let Some(ramp) = &self.threshold_ramp
+            && (ramp.steps == 0 || !(ramp.to.is_finite() && ramp.to >= 0.0))
+        {
+            return Err(PruneError::Budget(format!(
+                "the threshold ramp needs at least one step and a finite δ ≥ 0, got {} steps to {}",
+                ramp.steps, ramp.to
+            )));
         }
         Ok(())
     }
@@ -239,6 +280,175 @@ pub(crate) fn boundary<E>(
     Ok((lo, hi))
 }
 
+/// The controller: δ from the target, the ramp and the current skeletons.
+impl Pruner {
+    /// Without a target, the schedule's ramped δ for the step about to run, if it has a ramp.
+    pub(crate) fn ramp_threshold(&self) -> Option<f64> {
+        if self.config.target.is_some() {
+            return None;
+        }
+        let schedule = self.config.schedule.as_ref()?;
+        let ramp = schedule.threshold_ramp.as_ref()?;
+        Some(ramp.at(self.step.saturating_sub(schedule.warmup_steps)))
+    }
+
+    /// With a target, on every pruning step: keeps δ unless its masks would remove more than
+    /// the ramp allows, and on control steps (or when it would) sets δ to the largest value whose
+    /// masks stay at or below the ramp; on the last pruning step, the smallest that meets the
+    /// target, then freezes the masks (see [`crate::budget`]). Records the fraction removed.
+    pub(crate) fn control_threshold<M: Prunable>(
+        &mut self,
+        model: &M,
+        layers: &[PrunableLayer],
+    ) -> Result<(), PruneError> {
+        let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
+            return Ok(());
+        };
+        let (target, schedule) = (target.clone(), schedule.clone());
+        let probe = CostProbe::new(model, layers, target.quantity)?;
+        if self.control.baseline.is_none() {
+            self.control.baseline = Some(probe.measure(layers, &target, |_| None)?);
+        }
+        let goal = target.remove * schedule.ramp(self.step);
+        let current = self.dtc.config().threshold;
+        let kept = match schedule.is_control_step(self.step) {
+            true => None,
+            false => Some(self.removed_at(&probe, layers, &target, current)?),
+        };
+        let last = self.step + 1 == schedule.warmup_steps + schedule.prune_steps;
+        self.control.removed = match kept {
+            Some(removed) if removed <= goal && !last => removed,
+            _ => {
+                let mut tried = Vec::new();
+                let start = if current > 0.0 { current } else { 1e-2 };
+                let (lo, hi) = boundary(start, 16, |delta| {
+                    let removed = self.removed_at(&probe, layers, &target, delta)?;
+                    tried.push((delta, removed));
+                    Ok::<_, PruneError>(removed <= goal)
+                })?;
+                // On the last step, meet the target: the smallest δ found past it.
+                let delta = if last && hi.is_finite() && hi > 0.0 {
+                    hi
+                } else {
+                    lo
+                };
+                self.set_threshold(delta)?;
+                match tried.iter().find(|(d, _)| *d == delta) {
+                    Some(&(_, removed)) => removed,
+                    None => self.removed_at(&probe, layers, &target, delta)?,
+                }
+            }
+        };
+        Ok(())
+    }
+
+    /// The fraction of the target's quantity removed if DTC ran now with base threshold `delta`.
+    fn removed_at(
+        &self,
+        probe: &CostProbe,
+        layers: &[PrunableLayer],
+        target: &Target,
+        delta: f64,
+    ) -> Result<f64, PruneError> {
+        let masks: Vec<Option<LayerMasks>> = layers
+            .iter()
+            .enumerate()
+            .map(|(index, l)| {
+                l.thresholded
+                    .then(|| self.dtc.preview(index, self.values(l), delta))
+            })
+            .collect();
+        let value = probe.measure(layers, target, |index| masks[index].as_ref())?;
+        let baseline = self.control.baseline.unwrap_or(value);
+        Ok(if baseline > 0.0 {
+            1.0 - value / baseline
+        } else {
+            0.0
+        })
+    }
+}
+
+/// The cost of the compact model under candidate masks, from the declaration and host copies of
+/// the skeletons, biases and norms read once (no weight is read or built): what the controller
+/// evaluates for every δ it tries.
+pub(crate) struct CostProbe {
+    declaration: PrunableLayers,
+    states: Vec<LayerState>,
+    /// For each declared conv, its index among the pruner's layers (None: exempt).
+    pruned: Vec<Option<usize>>,
+}
+
+impl CostProbe {
+    /// Reads the states, unless `quantity` is stripes (which needs none).
+    pub(crate) fn new<M: Prunable>(
+        model: &M,
+        layers: &[PrunableLayer],
+        quantity: Quantity,
+    ) -> Result<Self, PruneError> {
+        let declaration = model.collect_prunable();
+        let states = match quantity {
+            Quantity::Stripes => Vec::new(),
+            _ => declaration
+                .iter()
+                .map(LayerState::read)
+                .collect::<Result<_, _>>()?,
+        };
+        let pruned = declaration
+            .iter()
+            .map(|d| layers.iter().position(|l| l.name == d.name))
+            .collect();
+        Ok(Self {
+            declaration,
+            states,
+            pruned,
+        })
+    }
+
+    /// The cost under `masks` (per pruner layer index; None: unmasked).
+    pub(crate) fn cost<'a>(
+        &self,
+        layers: &[PrunableLayer],
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> Result<CostReport, PruneError> {
+        let host = |t: Tensor<1, Bool>| -> Vec<bool> { t.into_data().iter::<bool>().collect() };
+        let states: Vec<LayerState> = self
+            .states
+            .iter()
+            .zip(&self.pruned)
+            .map(
+                |(state, index)| match index.filter(|&i| layers[i].thresholded).and_then(&masks) {
+                    Some(m) => state.masked(
+                        &host(m.stripes.clone().flatten(0, 2)),
+                        &host(m.alive.clone()),
+                    ),
+                    None => state.clone(),
+                },
+            )
+            .collect();
+        let plan = CompactionPlan::new(&self.declaration, &states)?;
+        Ok(CostReport::of_plan(&self.declaration, &plan)?)
+    }
+
+    /// The target's quantity under `masks` (per pruner layer index; None: unmasked).
+    pub(crate) fn measure<'a>(
+        &self,
+        layers: &[PrunableLayer],
+        target: &Target,
+        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
+    ) -> Result<f64, PruneError> {
+        if target.quantity == Quantity::Stripes {
+            return Ok(Pruner::live_counts(layers, masks).0 as f64);
+        }
+        let cost = self.cost(layers, masks)?;
+        Ok(match target.quantity {
+            Quantity::Flops => cost.flops(),
+            Quantity::Macs => cost.macs(),
+            Quantity::Params => cost.params(),
+            Quantity::Stripes => unreachable!("counted above"),
+        } as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +495,17 @@ mod tests {
         }
         assert!(Target::flops(0.6, [0, 32]).validate().is_err());
         assert!(Schedule::new(0, 0).validate().is_err());
+        for (to, steps) in [(0.02, 0), (-0.1, 5), (f64::NAN, 5)] {
+            let ramp = Some(ThresholdRamp::new(to, steps));
+            let schedule = Schedule::new(0, 10).with_threshold_ramp(ramp);
+            assert!(schedule.validate().is_err(), "{to} {steps}");
+        }
+    }
+
+    #[test]
+    fn the_threshold_ramp_rises_linearly_then_holds() {
+        let ramp = ThresholdRamp::new(0.02, 4);
+        let deltas: Vec<f64> = (0..6).map(|s| ramp.at(s)).collect();
+        assert_eq!(deltas, [0.0, 0.005, 0.01, 0.015, 0.02, 0.02]);
     }
 }

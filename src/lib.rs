@@ -77,7 +77,7 @@ pub mod plots;
 pub mod report;
 pub mod sensitivity;
 
-pub use budget::{Phase, Quantity, Schedule, Target};
+pub use budget::{Phase, Quantity, Schedule, Target, ThresholdRamp};
 pub use checkpoint::CheckpointError;
 pub use error::PruneError;
 pub use masking::apply_stripe_masks;

@@ -10,11 +10,10 @@ use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
 use texprune_dtc::{
     DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
 };
-use texprune_zoo::compact::{CompactionPlan, LayerState};
-use texprune_zoo::{CostReport, Prunable, PrunableLayer, PrunableLayers};
+use texprune_zoo::{CostReport, Prunable, PrunableLayer};
 
 use crate::PruneError;
-use crate::budget::{ControlState, Phase, Quantity, Schedule, Target, boundary};
+use crate::budget::{ControlState, CostProbe, Phase, Quantity, Schedule, Target};
 use crate::masking::{MaskMapper, mask_gradient};
 
 /// Version of [`PrunerState`]'s layout (2: the configuration gained `dtc.rule` and
@@ -102,10 +101,18 @@ impl PrunerConfig {
         }
         if let Some(target) = &self.target {
             target.validate()?;
-            if self.schedule.is_none() {
-                return Err(PruneError::Budget(
-                    "a target needs a schedule (warm-up, pruning and fine-tuning steps)".into(),
-                ));
+            match &self.schedule {
+                None => {
+                    return Err(PruneError::Budget(
+                        "a target needs a schedule (warm-up, pruning and fine-tuning steps)".into(),
+                    ));
+                }
+                Some(s) if s.threshold_ramp.is_some() => {
+                    return Err(PruneError::Budget(
+                        "a target sets δ itself: the schedule cannot also ramp it".into(),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         Ok(())
@@ -194,11 +201,11 @@ pub struct PrunerState {
 /// CDP penalty + DTC thresholds for a [`Prunable`] model (METHOD §3–4).
 #[derive(Debug, Clone)]
 pub struct Pruner {
-    config: PrunerConfig,
-    cdp: Cdp,
-    dtc: ThresholdContainer,
-    control: ControlState,
-    step: u64,
+    pub(crate) config: PrunerConfig,
+    pub(crate) cdp: Cdp,
+    pub(crate) dtc: ThresholdContainer,
+    pub(crate) control: ControlState,
+    pub(crate) step: u64,
 }
 
 impl Pruner {
@@ -439,7 +446,11 @@ impl Pruner {
             live_filters,
             total_filters,
             phase,
-            threshold: self.dtc.config().threshold,
+            threshold: match phase {
+                Phase::Prune => self.ramp_threshold(),
+                Phase::Warmup | Phase::FineTune => None,
+            }
+            .unwrap_or(self.dtc.config().threshold),
             removed: self.config.target.as_ref().map(|_| self.control.removed),
         };
         Ok((Fit { grads, summary }, penalty.map(|p| p.masses)))
@@ -453,6 +464,9 @@ impl Pruner {
     ) -> Result<(), PruneError> {
         let layers = self.layers(model)?;
         if self.phase() == Phase::Prune {
+            if let Some(delta) = self.ramp_threshold() {
+                self.set_threshold(delta)?;
+            }
             // Tensors are shared handles: keeping the masks in force costs nothing, and restores
             // them if the controller fails.
             let before = (self.dtc.clone(), self.control.clone());
@@ -495,7 +509,7 @@ impl Pruner {
 
     /// What the threshold rule reads of `layer`: its skeleton, its weight (for
     /// [`ThresholdRule::FilterNorm`]) and its scale from [`PrunerConfig::layer_scales`].
-    fn values(&self, layer: &PrunableLayer) -> LayerValues {
+    pub(crate) fn values(&self, layer: &PrunableLayer) -> LayerValues {
         let mut values =
             LayerValues::new(layer.skeleton.clone()).with_scale(self.scale(&layer.name));
         if self.dtc.config().rule == ThresholdRule::FilterNorm {
@@ -556,81 +570,6 @@ impl Pruner {
         }
     }
 
-    /// With a target, on every pruning step: keeps δ unless its masks would remove more than
-    /// the ramp allows, and on control steps (or when it would) sets δ to the largest value whose
-    /// masks stay at or below the ramp; on the last pruning step, the smallest that meets the
-    /// target, then freezes the masks (see [`crate::budget`]). Records the fraction removed.
-    fn control_threshold<M: Prunable>(
-        &mut self,
-        model: &M,
-        layers: &[PrunableLayer],
-    ) -> Result<(), PruneError> {
-        let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
-            return Ok(());
-        };
-        let (target, schedule) = (target.clone(), schedule.clone());
-        let probe = CostProbe::new(model, layers, target.quantity)?;
-        if self.control.baseline.is_none() {
-            self.control.baseline = Some(probe.measure(layers, &target, |_| None)?);
-        }
-        let goal = target.remove * schedule.ramp(self.step);
-        let current = self.dtc.config().threshold;
-        let kept = match schedule.is_control_step(self.step) {
-            true => None,
-            false => Some(self.removed_at(&probe, layers, &target, current)?),
-        };
-        let last = self.step + 1 == schedule.warmup_steps + schedule.prune_steps;
-        self.control.removed = match kept {
-            Some(removed) if removed <= goal && !last => removed,
-            _ => {
-                let mut tried = Vec::new();
-                let start = if current > 0.0 { current } else { 1e-2 };
-                let (lo, hi) = boundary(start, 16, |delta| {
-                    let removed = self.removed_at(&probe, layers, &target, delta)?;
-                    tried.push((delta, removed));
-                    Ok::<_, PruneError>(removed <= goal)
-                })?;
-                // On the last step, meet the target: the smallest δ found past it.
-                let delta = if last && hi.is_finite() && hi > 0.0 {
-                    hi
-                } else {
-                    lo
-                };
-                self.set_threshold(delta)?;
-                match tried.iter().find(|(d, _)| *d == delta) {
-                    Some(&(_, removed)) => removed,
-                    None => self.removed_at(&probe, layers, &target, delta)?,
-                }
-            }
-        };
-        Ok(())
-    }
-
-    /// The fraction of the target's quantity removed if DTC ran now with base threshold `delta`.
-    fn removed_at(
-        &self,
-        probe: &CostProbe,
-        layers: &[PrunableLayer],
-        target: &Target,
-        delta: f64,
-    ) -> Result<f64, PruneError> {
-        let masks: Vec<Option<LayerMasks>> = layers
-            .iter()
-            .enumerate()
-            .map(|(index, l)| {
-                l.thresholded
-                    .then(|| self.dtc.preview(index, self.values(l), delta))
-            })
-            .collect();
-        let value = probe.measure(layers, target, |index| masks[index].as_ref())?;
-        let baseline = self.control.baseline.unwrap_or(value);
-        Ok(if baseline > 0.0 {
-            1.0 - value / baseline
-        } else {
-            0.0
-        })
-    }
-
     /// A mapper that zeroes, per thresholded layer, the skeleton entries and coupled BatchNorm
     /// channels `masks` prunes.
     fn mapper<'a>(
@@ -683,7 +622,7 @@ impl Pruner {
 
     /// Live stripes and filters of the thresholded layers under `masks` (per layer index; a
     /// layer without masks is all alive), read in one transaction.
-    fn live_counts<'a>(
+    pub(crate) fn live_counts<'a>(
         layers: &[PrunableLayer],
         masks: impl Fn(usize) -> Option<&'a LayerMasks>,
     ) -> (u64, u64) {
@@ -803,87 +742,4 @@ fn read_scalars(loss: Tensor<1>, penalty: Option<Tensor<1>>) -> (f64, f64) {
 
 fn scalar(t: Tensor<1>) -> f64 {
     t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
-}
-
-/// The cost of the compact model under candidate masks, from the declaration and host copies of
-/// the skeletons, biases and norms read once (no weight is read or built): what the controller
-/// evaluates for every δ it tries.
-struct CostProbe {
-    declaration: PrunableLayers,
-    states: Vec<LayerState>,
-    /// For each declared conv, its index among the pruner's layers (None: exempt).
-    pruned: Vec<Option<usize>>,
-}
-
-impl CostProbe {
-    /// Reads the states, unless `quantity` is stripes (which needs none).
-    fn new<M: Prunable>(
-        model: &M,
-        layers: &[PrunableLayer],
-        quantity: Quantity,
-    ) -> Result<Self, PruneError> {
-        let declaration = model.collect_prunable();
-        let states = match quantity {
-            Quantity::Stripes => Vec::new(),
-            _ => declaration
-                .iter()
-                .map(LayerState::read)
-                .collect::<Result<_, _>>()?,
-        };
-        let pruned = declaration
-            .iter()
-            .map(|d| layers.iter().position(|l| l.name == d.name))
-            .collect();
-        Ok(Self {
-            declaration,
-            states,
-            pruned,
-        })
-    }
-
-    /// The cost under `masks` (per pruner layer index; None: unmasked).
-    fn cost<'a>(
-        &self,
-        layers: &[PrunableLayer],
-        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
-    ) -> Result<CostReport, PruneError> {
-        let host = |t: Tensor<1, burn::tensor::Bool>| -> Vec<bool> {
-            t.into_data().iter::<bool>().collect()
-        };
-        let states: Vec<LayerState> = self
-            .states
-            .iter()
-            .zip(&self.pruned)
-            .map(
-                |(state, index)| match index.filter(|&i| layers[i].thresholded).and_then(&masks) {
-                    Some(m) => state.masked(
-                        &host(m.stripes.clone().flatten(0, 2)),
-                        &host(m.alive.clone()),
-                    ),
-                    None => state.clone(),
-                },
-            )
-            .collect();
-        let plan = CompactionPlan::new(&self.declaration, &states)?;
-        Ok(CostReport::of_plan(&self.declaration, &plan)?)
-    }
-
-    /// The target's quantity under `masks` (per pruner layer index; None: unmasked).
-    fn measure<'a>(
-        &self,
-        layers: &[PrunableLayer],
-        target: &Target,
-        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
-    ) -> Result<f64, PruneError> {
-        if target.quantity == Quantity::Stripes {
-            return Ok(Pruner::live_counts(layers, masks).0 as f64);
-        }
-        let cost = self.cost(layers, masks)?;
-        Ok(match target.quantity {
-            Quantity::Flops => cost.flops(),
-            Quantity::Macs => cost.macs(),
-            Quantity::Params => cost.params(),
-            Quantity::Stripes => unreachable!("counted above"),
-        } as f64)
-    }
 }

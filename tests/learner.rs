@@ -393,3 +393,167 @@ fn scale<M: Module>(grads: GradientsParams, model: &M, factor: f64) -> Gradients
     model.visit(&mut visitor);
     visitor.grads
 }
+
+/// A regression task written outside the zoo: one prunable conv, global pooling and a linear head
+/// predict a number from an 8×8 image.
+mod regression {
+    use texprune::burn::data::dataloader::batcher::Batcher;
+    use texprune::burn::data::dataset::InMemDataset;
+    use texprune::burn::nn::loss::{MseLoss, Reduction};
+    use texprune::burn::nn::{Linear, LinearConfig};
+    use texprune::burn::tensor::TensorData;
+    use texprune::burn::tensor::activation::relu;
+    use texprune::burn::tensor::module::adaptive_avg_pool2d;
+    use texprune::burn::train::RegressionOutput;
+    use texprune::data::SplitMix64;
+    use texprune::learner::Task;
+    use texprune::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig};
+
+    use super::*;
+
+    #[derive(Module, Debug)]
+    pub struct Regressor {
+        conv: SkeletonConv2d,
+        head: Linear,
+    }
+
+    impl Regressor {
+        pub fn new(device: &Device) -> Self {
+            Self {
+                conv: SkeletonConv2dConfig::new([1, 8], [3, 3])
+                    .with_padding(Some([1, 1]))
+                    .init(device)
+                    .unwrap(),
+                head: LinearConfig::new(8, 1).init(device),
+            }
+        }
+
+        pub fn conv(&self) -> &SkeletonConv2d {
+            &self.conv
+        }
+    }
+
+    impl Prunable for Regressor {
+        fn prunable_layers(&self, layers: &mut PrunableLayers) {
+            layers.conv("conv", &self.conv).relu().feeds(["head"]);
+            layers.linear("head", &self.head);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Sample {
+        pixels: Vec<f32>,
+        target: f32,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Samples {
+        inputs: Tensor<4>,
+        targets: Tensor<2>,
+    }
+
+    pub struct SampleBatcher;
+
+    impl Batcher<Sample, Samples> for SampleBatcher {
+        fn batch(&self, items: Vec<Sample>, device: &Device) -> Samples {
+            let n = items.len();
+            let pixels: Vec<f32> = items.iter().flat_map(|s| s.pixels.clone()).collect();
+            let targets: Vec<f32> = items.iter().map(|s| s.target).collect();
+            Samples {
+                inputs: Tensor::from_data(TensorData::new(pixels, [n, 1, 8, 8]), device),
+                targets: Tensor::from_data(TensorData::new(targets, [n, 1]), device),
+            }
+        }
+    }
+
+    impl Task for Regressor {
+        type Batch = Samples;
+        type Output = RegressionOutput;
+
+        fn run(&self, batch: Samples) -> RegressionOutput {
+            let x = relu(self.conv.forward(batch.inputs));
+            let output = self
+                .head
+                .forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3));
+            let loss =
+                MseLoss::new().forward(output.clone(), batch.targets.clone(), Reduction::Mean);
+            RegressionOutput {
+                loss,
+                output,
+                targets: batch.targets,
+            }
+        }
+
+        fn loss(output: &RegressionOutput) -> Tensor<1> {
+            output.loss.clone()
+        }
+    }
+
+    /// `count` images uniform in [-1, 1), each with the mean of its left half as the target.
+    pub fn samples(count: usize, seed: u64) -> Vec<Sample> {
+        let mut rng = SplitMix64(seed);
+        (0..count)
+            .map(|_| {
+                let pixels: Vec<f32> = (0..64).map(|_| rng.range(-1.0, 1.0)).collect();
+                let left: f32 = (0..64).filter(|i| i % 8 < 4).map(|i| pixels[i]).sum();
+                Sample {
+                    pixels,
+                    target: left / 32.0,
+                }
+            })
+            .collect()
+    }
+
+    pub fn loader(items: Vec<Sample>) -> Arc<dyn DataLoader<Samples>> {
+        DataLoaderBuilder::new(SampleBatcher)
+            .batch_size(BATCH)
+            .build(InMemDataset::new(items))
+    }
+}
+
+/// `PrunedModel` trains any task: a user-written regression model under the Learner gets the
+/// penalty, the masks (pruned skeleton entries exactly 0 after every step) and the pruner's
+/// metrics, as a classifier does.
+#[test]
+fn a_regression_task_is_pruned_under_the_learner() {
+    use regression::{Regressor, loader, samples};
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let model = PrunedModel::new(Regressor::new(&device), pruner());
+    let dir = artifacts("regression");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let result = SupervisedTraining::new(&dir, loader(samples(256, 1)), loader(samples(64, 2)))
+        .metric_train_numeric(LossMetric::new())
+        .metric_train_numeric(PenaltyMetric::new())
+        .metric_train_numeric(LiveStripesMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_application_logger(None)
+        .renderer(Box::new(EpochLineRenderer::to_buffer(log.clone())))
+        .num_epochs(2)
+        .launch(Learner::new(model, SgdConfig::new().init(), LR));
+    assert!(result.error.is_none(), "{:?}", result.error);
+    let lines = rendered(&log);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for metric in ["Loss", "CDP penalty", "Live stripes"] {
+        assert!(lines[1].contains(metric), "{metric} in {}", lines[1]);
+    }
+    let (model, pruner) = result.model.into_parts();
+    // 2 epochs of 256 / 16 batches, one DTC step each.
+    assert_eq!(pruner.step(), 32);
+    let skeleton: Vec<f32> = model
+        .conv()
+        .skeleton
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let zeros = skeleton.iter().filter(|s| **s == 0.0).count();
+    assert!(
+        zeros > 0 && zeros < skeleton.len(),
+        "{zeros} of {}",
+        skeleton.len()
+    );
+    // The Learner's last step left the masks applied: masking again changes nothing.
+    assert_eq!(values(&pruner.apply_masks(model.clone())), values(&model));
+    let _ = std::fs::remove_dir_all(&dir);
+}

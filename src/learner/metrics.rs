@@ -6,52 +6,58 @@ use burn::tensor::{ExecutionError, TensorReadError};
 use burn::train::ClassificationOutput;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricMetadata,
-    MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry, TopKAccuracyInput,
+    AccuracyInput, Adaptor, CerInput, ConfusionStatsInput, HammingScoreInput, ItemLazy, LossInput,
+    Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
+    PerplexityInput, SerializedEntry, TopKAccuracyInput, WerInput,
 };
 
 use crate::StepSummary;
 
-/// A training step's output: the classification output (loss, accuracy, … metrics) and the
-/// pruner's summary of the step (penalty, live stripes metrics).
-pub struct PrunedOutput {
-    /// Task loss, logits and targets.
-    pub classification: ClassificationOutput,
+/// A training step's output: the task's output (loss, accuracy, … metrics; burn-train's
+/// `ClassificationOutput` for a classifier) and the pruner's summary of the step (penalty, live
+/// stripes metrics).
+pub struct PrunedOutput<O = ClassificationOutput> {
+    /// The task's output: its loss and what its metrics read.
+    pub output: O,
     /// The pruner's numbers for this step (live counts: the masks the step ran with).
     pub summary: StepSummary,
 }
 
-impl ItemLazy for PrunedOutput {
+impl<O: ItemLazy> ItemLazy for PrunedOutput<O> {
     fn sync(self) -> Result<Self, ExecutionError> {
         Ok(Self {
-            classification: self.classification.sync()?,
+            output: self.output.sync()?,
             summary: self.summary,
         })
     }
 }
 
-impl Adaptor<LossInput> for PrunedOutput {
-    fn adapt(&self) -> LossInput {
-        self.classification.adapt()
-    }
+/// burn-train's metric inputs, read from the task's output.
+macro_rules! task_inputs {
+    ($($input:ty),* $(,)?) => {$(
+        impl<O: Adaptor<$input>> Adaptor<$input> for PrunedOutput<O> {
+            fn adapt(&self) -> $input {
+                self.output.adapt()
+            }
+        }
+    )*};
 }
 
-impl Adaptor<AccuracyInput> for PrunedOutput {
-    fn adapt(&self) -> AccuracyInput {
-        self.classification.adapt()
-    }
-}
-
-impl Adaptor<TopKAccuracyInput> for PrunedOutput {
-    fn adapt(&self) -> TopKAccuracyInput {
-        self.classification.adapt()
-    }
-}
+task_inputs!(
+    LossInput,
+    AccuracyInput,
+    TopKAccuracyInput,
+    ConfusionStatsInput,
+    HammingScoreInput,
+    PerplexityInput,
+    CerInput,
+    WerInput,
+);
 
 /// [`PenaltyMetric`]'s input: the CDP penalty of a step.
 pub struct PenaltyInput(pub f64);
 
-impl Adaptor<PenaltyInput> for PrunedOutput {
+impl<O> Adaptor<PenaltyInput> for PrunedOutput<O> {
     fn adapt(&self) -> PenaltyInput {
         PenaltyInput(self.summary.penalty)
     }
@@ -65,7 +71,7 @@ pub struct LiveStripesInput {
     pub total: u64,
 }
 
-impl Adaptor<LiveStripesInput> for PrunedOutput {
+impl<O> Adaptor<LiveStripesInput> for PrunedOutput<O> {
     fn adapt(&self) -> LiveStripesInput {
         LiveStripesInput {
             live: self.summary.live_stripes,

@@ -1,7 +1,9 @@
 //! Training under burn-train's `Learner`, on one device or many.
 //!
-//! [`PrunedModel`] wraps a prunable classifier so that burn-train's own training loop adds the
-//! CDP penalty and applies the DTC masks, under every execution strategy:
+//! [`PrunedModel`] wraps a prunable model so that burn-train's own training loop adds the CDP
+//! penalty and applies the DTC masks, under every execution strategy. The model's [`Task`] says
+//! what it trains on (every [`Classifier`](texprune_zoo::Classifier) is a classification task;
+//! implement [`Task`] for another one):
 //!
 //! - `TrainStep::step` (on each replica, on its shard of the batch): task loss + CDP penalty,
 //!   backward, gradients masked with the masks in force ([`Pruner::gradients`]). Under DDP the
@@ -21,21 +23,21 @@ mod checkpoint;
 mod ledger;
 mod metrics;
 mod renderer;
+mod task;
 
 pub use checkpoint::{PrunerCheckpointing, load_pruner_state};
 pub use ledger::{Ledger, fingerprint};
 pub use metrics::{LiveStripesInput, LiveStripesMetric, PenaltyInput, PenaltyMetric, PrunedOutput};
 pub use renderer::EpochLineRenderer;
+pub use task::Task;
 
 use std::path::Path;
 
 use burn::module::{Module, ModuleDisplay};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use texprune_data::ImageBatch;
-use texprune_zoo::{Classifier, Prunable};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use texprune_zoo::Prunable;
 
 use crate::checkpoint::CheckpointError;
 use crate::{PruneError, Pruner};
@@ -43,8 +45,8 @@ use crate::{PruneError, Pruner};
 /// Default number of steps between two replica fingerprint comparisons.
 pub const CHECK_EVERY: u64 = 50;
 
-/// A prunable classifier and its [`Pruner`], trained by burn-train's `Learner` (see the
-/// [module documentation](self)).
+/// A prunable model and its [`Pruner`], trained on the model's [`Task`] by burn-train's
+/// `Learner` (see the [module documentation](self)).
 #[derive(Module, Debug)]
 pub struct PrunedModel<M> {
     model: M,
@@ -140,19 +142,6 @@ impl<M: Prunable> PrunedModel<M> {
         }
         self
     }
-
-    /// Logits and task loss of `batch`.
-    fn classify(&self, batch: ImageBatch) -> ClassificationOutput
-    where
-        M: Classifier,
-    {
-        let device = batch.images.device();
-        let logits = self.model.logits(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(logits.clone(), batch.labels.clone());
-        ClassificationOutput::new(loss, logits, batch.labels)
-    }
 }
 
 /// Burn's training step cannot return an error: a refused step (non-finite loss or penalty,
@@ -161,19 +150,20 @@ fn or_stop<T>(result: Result<T, PruneError>) -> T {
     result.unwrap_or_else(|error| panic!("texprune: {error}"))
 }
 
-impl<M: Prunable + Classifier + ModuleDisplay + 'static> TrainStep for PrunedModel<M> {
-    type Input = ImageBatch;
-    type Output = PrunedOutput;
+impl<M: Prunable + Task + ModuleDisplay + 'static> TrainStep for PrunedModel<M> {
+    type Input = M::Batch;
+    type Output = PrunedOutput<M::Output>;
 
-    fn step(&self, batch: ImageBatch) -> TrainOutput<PrunedOutput> {
-        // The worker's replica lives on its own device; the masks come along.
-        let pruner = self.pruner.to_device(&batch.images.device());
-        let classification = self.classify(batch);
-        let fit = or_stop(pruner.gradients(&self.model, classification.loss.clone()));
+    fn step(&self, batch: M::Batch) -> TrainOutput<PrunedOutput<M::Output>> {
+        let output = self.model.run(batch);
+        let loss = M::loss(&output);
+        // The worker's replica lives on its own device, where its loss is; the masks come along.
+        let pruner = self.pruner.to_device(&loss.device());
+        let fit = or_stop(pruner.gradients(&self.model, loss));
         TrainOutput {
             grads: fit.grads,
             item: PrunedOutput {
-                classification,
+                output,
                 summary: fit.summary,
             },
         }
@@ -211,11 +201,11 @@ impl<M: Prunable + Classifier + ModuleDisplay + 'static> TrainStep for PrunedMod
     }
 }
 
-impl<M: Prunable + Classifier + ModuleDisplay + 'static> InferenceStep for PrunedModel<M> {
-    type Input = ImageBatch;
-    type Output = ClassificationOutput;
+impl<M: Prunable + Task + ModuleDisplay + 'static> InferenceStep for PrunedModel<M> {
+    type Input = M::Batch;
+    type Output = M::Output;
 
-    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        self.classify(batch)
+    fn step(&self, batch: M::Batch) -> M::Output {
+        self.model.run(batch)
     }
 }
