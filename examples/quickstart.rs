@@ -22,13 +22,11 @@ use texprune::burn::module::Module;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::tensor::Device;
 use texprune::data::{Augmentation, ImageBatcher, Normalization, Split, mnist};
-use texprune::history::TextureHistory;
-use texprune::plots::plot_texture;
 use texprune::report::{Evaluation, RunReport, accuracy, write_run};
 use texprune::zoo::vgg::VggConfig;
 use texprune::{CdpConfig, Classifier, DtcConfig, Pruner, PrunerConfig, Schedule, ThresholdRamp};
 use texprune_tools::cli::{exit, positive};
-use texprune_tools::scaffold::{Batches, epoch_bar, finish, sgd};
+use texprune_tools::scaffold::{Batches, begin, epoch_bar, finish, sgd};
 
 /// Quickstart: CDP + DTC on Fashion-MNIST, then compaction.
 #[derive(Parser, Debug)]
@@ -98,14 +96,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut model = VggConfig::small().init(&train_device)?;
     let mut optim = sgd(0.9, 5e-4);
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    std::fs::create_dir_all(&args.out)?;
-    plot_texture(
-        &model,
-        &args.out.join("texture-start.svg"),
-        "texture at initialisation",
-    )?;
-    let mut history = TextureHistory::default();
-    history.record(0, &model);
+    let mut history = begin(&model, &args.out)?; // texture-start.svg
 
     for epoch in 0..args.epochs {
         let bar = epoch_bar(epoch, args.epochs, batches.per_epoch())?;

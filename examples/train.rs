@@ -41,7 +41,6 @@ use texprune::data::{
     Normalization, Split, cifar10, cifar100, mnist,
 };
 use texprune::history::TextureHistory;
-use texprune::plots::plot_texture;
 use texprune::report::{Evaluation, RunReport, accuracy, write_run};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
@@ -50,7 +49,7 @@ use texprune::{
     Schedule, Target, ThresholdRamp,
 };
 use texprune_tools::cli::Backend;
-use texprune_tools::scaffold::{Batches, Finished, epoch_bar, sgd};
+use texprune_tools::scaffold::{Batches, Finished, begin, epoch_bar, sgd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -452,12 +451,7 @@ where
         );
         (model, pruner, ck.meta)
     } else {
-        std::fs::create_dir_all(&args.out)?;
-        plot_texture(
-            &model,
-            &args.out.join("texture-start.svg"),
-            "texture at initialisation",
-        )?;
+        let history = begin(&model, &args.out)?;
         let total_steps = (args.epochs * data.train.len().div_ceil(args.batch)) as u64;
         let [_, h, w] = data.shape;
         let pruner = Pruner::new(pruner_config(args, total_steps, [h, w]))?;
@@ -465,15 +459,12 @@ where
             epochs_done: 0,
             batches_done: 0,
             best_accuracy: 0.0,
-            history: TextureHistory::default(),
+            history,
             steps: 0,
             args: args.clone(),
         };
         (model, pruner, progress)
     };
-    if progress.history.records.is_empty() {
-        progress.history.record(0, &model);
-    }
     let Data {
         train,
         test,

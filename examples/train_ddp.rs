@@ -19,14 +19,13 @@
 //! pruner's state, `checkpoint/pruner-<epoch>.json`) go to `--out`; at the end the model is
 //! compacted and its cost reported.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use texprune::burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use texprune::burn::optim::SgdConfig;
-use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use texprune::burn::train::checkpoint::KeepLastNCheckpoints;
 use texprune::burn::train::metric::{AccuracyMetric, LossMetric};
@@ -37,6 +36,7 @@ use texprune::report::accuracy;
 use texprune::zoo::vgg::{VggConfig, VggLayer};
 use texprune::{Costed, Pruner, PrunerConfig, Quantity, Schedule, Target};
 use texprune_tools::cli::Backend;
+use texprune_tools::scaffold::sgd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Strategy {
@@ -173,12 +173,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&args.out);
     let checkpointing =
         model.checkpointing(args.out.join("checkpoint"), KeepLastNCheckpoints::new(2));
-    let optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .init();
-    let result = SupervisedTraining::new(
+    let optim = sgd(0.9, 0.0);
+    let training = SupervisedTraining::new(
         &args.out,
         loader(train, args.batch, args.seed),
         loader(valid.clone(), args.batch, args.seed),
@@ -192,9 +188,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .with_default_checkpointers()
     .with_checkpointing_strategy(checkpointing)
     .with_application_logger(None)
-    .renderer(Box::new(EpochLineRenderer::new()))
-    .num_epochs(args.epochs)
-    .launch(Learner::new(model, optim, lr));
+    .num_epochs(args.epochs);
+    // Burn's terminal UI on a terminal (cargo feature `tui`), one line per epoch otherwise.
+    let training = match cfg!(feature = "tui") && std::io::stdout().is_terminal() {
+        true => training,
+        false => training.renderer(Box::new(EpochLineRenderer::new())),
+    };
+    let result = training.launch(Learner::new(model, optim, lr));
     if let Some(error) = result.error {
         return Err(error.to_string().into());
     }

@@ -418,12 +418,23 @@ mod regression {
     }
 
     impl Regressor {
+        /// Skeleton entries spread over [0.1, 1.5), so that DTC prunes some from the first steps.
         pub fn new(device: &Device) -> Self {
+            let mut conv = SkeletonConv2dConfig::new([1, 8], [3, 3])
+                .with_padding(Some([1, 1]))
+                .init(device)
+                .unwrap();
+            let mut rng = SplitMix64(7);
+            let spread: Vec<f32> = (0..72).map(|_| rng.range(0.1, 1.5)).collect();
+            conv.skeleton = conv.skeleton.map(|s| {
+                let inner = s.inner();
+                let data = TensorData::new(spread, [8, 3, 3]);
+                Tensor::from_data(data, &inner.device())
+                    .autodiff()
+                    .require_grad()
+            });
             Self {
-                conv: SkeletonConv2dConfig::new([1, 8], [3, 3])
-                    .with_padding(Some([1, 1]))
-                    .init(device)
-                    .unwrap(),
+                conv,
                 head: LinearConfig::new(8, 1).init(device),
             }
         }

@@ -66,7 +66,7 @@ impl Backend {
     /// As [`Backend::device`], for any of the devices.
     pub fn devices(self, count: usize) -> Result<Vec<Device>, String> {
         (0..count.max(1))
-            .map(|index| self.probe(self.device_at(index)?))
+            .map(|index| self.probe(index, self.device_at(index)?))
             .collect()
     }
 
@@ -99,26 +99,32 @@ impl Backend {
         })
     }
 
-    /// `device`, once one small operation ran on it.
-    fn probe(self, device: Device) -> Result<Device, String> {
-        // Backends that find no device panic on first use: turn that into an error.
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let probe = std::panic::catch_unwind(|| Tensor::<1>::ones([1], &device).into_data());
-        std::panic::set_hook(hook);
-        match probe {
+    /// `device` (the backend's device number `index`), once one small operation ran on it. GPUs
+    /// are counted first with `Device::enumerate`, which finds none where a driver is missing
+    /// instead of panicking, and the operation's failure is read as an error, so no panic hook
+    /// is needed.
+    fn probe(self, index: usize, device: Device) -> Result<Device, String> {
+        if let Some(found) = self.gpus()
+            && index >= found
+        {
+            return Err(format!(
+                "backend {self}: no usable device {index} ({found} found)"
+            ));
+        }
+        match Tensor::<1>::ones([1], &device).try_into_data() {
             Ok(_) => Ok(device),
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("no detail");
-                Err(format!(
-                    "backend {self}: no usable device ({})",
-                    why.lines().next().unwrap_or("")
-                ))
-            }
+            Err(error) => Err(format!("backend {self}: no usable device ({error})")),
+        }
+    }
+
+    /// How many devices a GPU backend finds (None for the CPU backends).
+    fn gpus(self) -> Option<usize> {
+        match self {
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Some(Device::enumerate(texprune::burn::tensor::DeviceType::Wgpu).len()),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Some(Device::enumerate(texprune::burn::tensor::DeviceType::Cuda).len()),
+            _ => None,
         }
     }
 }

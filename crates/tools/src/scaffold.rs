@@ -10,12 +10,13 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
 use texprune::burn::tensor::Device;
 use texprune::data::{DataError, ImageBatch, ImageBatcher, ImageItem, batch_rng, epoch_order};
+use texprune::history::TextureHistory;
 use texprune::plots::plot_texture;
 use texprune::report::{Evaluation, RunReport};
 use texprune::{Classifier, CostReport, Costed, Prunable, Pruner};
 
-/// SGD with `momentum` (no dampening) and L2 weight decay `weight_decay`, as in the reference's
-/// recipes.
+/// SGD with `momentum` (no dampening) and L2 weight decay `weight_decay` (none at 0), as in the
+/// reference's recipes.
 pub fn sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
     SgdConfig::new()
         .with_momentum(Some(
@@ -23,7 +24,9 @@ pub fn sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
                 .with_momentum(momentum)
                 .with_dampening(0.0),
         ))
-        .with_weight_decay(Some(WeightDecayConfig::new(weight_decay as f32)))
+        .with_weight_decay(
+            (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)),
+        )
         .init()
 }
 
@@ -88,6 +91,23 @@ pub fn epoch_bar(epoch: usize, epochs: usize, steps: usize) -> Result<ProgressBa
     Ok(ProgressBar::new(steps as u64)
         .with_style(style)
         .with_prefix(format!("{}/{epochs}", epoch + 1)))
+}
+
+/// The start of a training run: creates `out`, draws `texture-start.svg` of `model` into it, and
+/// returns the texture history with its first record (step 0).
+///
+/// # Errors
+/// The folder or the plot cannot be written.
+pub fn begin<M: Prunable>(model: &M, out: &Path) -> Result<TextureHistory, Box<dyn Error>> {
+    std::fs::create_dir_all(out)?;
+    plot_texture(
+        model,
+        &out.join("texture-start.svg"),
+        "texture at initialisation",
+    )?;
+    let mut history = TextureHistory::default();
+    history.record(0, model);
+    Ok(history)
 }
 
 /// The end of a training run: the trained (masked) model for inference, its compact form, and
