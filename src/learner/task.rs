@@ -24,7 +24,7 @@ use texprune_zoo::Classifier;
 ///     fn run(&self, batch: MyBatch) -> RegressionOutput {
 ///         let output = self.forward(batch.inputs);
 ///         let loss = MseLoss::new().forward(output.clone(), batch.targets.clone(), Reduction::Mean);
-///         RegressionOutput::new(loss, output, batch.targets)
+///         RegressionOutput { loss, output, targets: batch.targets }
 ///     }
 ///     fn loss(output: &RegressionOutput) -> Tensor<1> {
 ///         output.loss.clone()

@@ -64,19 +64,15 @@ impl<'a, D: Dataset<ImageItem, DataError>> Batches<'a, D> {
         device: &'b Device,
     ) -> impl Iterator<Item = Result<(usize, ImageBatch), DataError>> + 'b {
         let order = epoch_order(self.set.len(), self.seed, epoch);
-        let chunks: Vec<Vec<usize>> = order.chunks(self.batch).map(<[usize]>::to_vec).collect();
-        chunks
-            .into_iter()
-            .enumerate()
-            .skip(skip)
-            .map(move |(b, chunk)| {
-                let items = chunk
-                    .iter()
-                    .map(|&i| self.set.get(i))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut rng = batch_rng(self.seed, epoch, b);
-                Ok((b, self.batcher.images(&items, &mut rng, device)))
-            })
+        (skip..self.per_epoch()).map(move |b| {
+            let chunk = &order[b * self.batch..((b + 1) * self.batch).min(order.len())];
+            let items = chunk
+                .iter()
+                .map(|&i| self.set.get(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut rng = batch_rng(self.seed, epoch, b);
+            Ok((b, self.batcher.images(&items, &mut rng, device)))
+        })
     }
 }
 
@@ -110,13 +106,11 @@ pub fn begin<M: Prunable>(model: &M, out: &Path) -> Result<TextureHistory, Box<d
     Ok(history)
 }
 
-/// The end of a training run: the trained (masked) model for inference, its compact form, and
-/// both measured on the held-out set.
+/// The end of a training run: the trained (masked) model for inference, and it and its compact
+/// form measured on the held-out set.
 pub struct Finished<M> {
     /// The trained model, masked, for inference.
     pub masked: M,
-    /// Its compact form.
-    pub compact: M,
     /// Accuracy, cost and latency of both (dataset, model, epochs and wall time left empty).
     pub report: RunReport,
     /// Cost of the masked model.
@@ -150,7 +144,6 @@ where
     let (report, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, eval)?;
     Ok(Finished {
         masked,
-        compact,
         report,
         dense_cost,
         compact_cost,
