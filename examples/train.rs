@@ -6,7 +6,13 @@
 //!     --model resnet56 --l1 1e-5 --threshold 0.01
 //! cargo run --release --example train -- --dataset fashion-mnist --model small --epochs 10
 //! cargo run --release --example train -- ... --resume       # continue from the last checkpoint
+//! cargo run --release --example train -- --dataset fashion-mnist --cifar-shape --model resnet20 \
+//!     --init-from tests/data/torch/resnet20_reference.pth --target 0.5 --epochs 5
 //! ```
+//!
+//! `--init-from` starts from PyTorch weights (`.pth`, `.pt` or `.safetensors`: a state dict in
+//! the reference code's or torchvision's names, `texprune::pytorch`) instead of a fresh
+//! initialisation; `--model` must have their shapes.
 //!
 //! Defaults follow the reference (METHOD §7): 160 epochs, batch 64, SGD lr 0.1, momentum 0.9,
 //! weight decay 1e-4 (skeletons included), lr × 0.1 at 60 %, 75 % and 90 % of the epochs (when
@@ -21,32 +27,40 @@
 //! checkpoint) ends the program with one line of error and status 1, before any file is written.
 //! At the end
 //! the model is compacted and `masked.bpk` (the trained model's record), `report.json`,
-//! `report.md`, `structure.json`, `cost.json`, the texture plots at the start and the end and the
-//! texture history (`texture-history.json`, `.svg`) are written.
+//! `report.md`, `structure.json`, `cost.json`, the texture plots at the start and the end, the
+//! texture history (`texture-history.json`, `.svg`) and the compact model for PyTorch are
+//! written: `compact.safetensors` and `compact.json` (`texprune::pytorch::export`), with
+//! `probe.safetensors`, eight test images and the compact model's logits on them, for
+//! `scripts/read_compact.py` to check its rebuild against.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 use texprune::burn::data::dataset::Dataset;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::ModuleOptimizer;
 use texprune::burn::tensor::Device;
+use texprune::burn::tensor::TensorData;
 use texprune::checkpoint;
 use texprune::checkpoint::write_atomic;
+use texprune::data::SplitMix64;
 use texprune::data::{
     Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
     Normalization, Split, cifar10, cifar100, mnist,
 };
 use texprune::history::TextureHistory;
+use texprune::pytorch;
 use texprune::report::{Evaluation, RunReport, accuracy, write_run};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::VggConfig;
 use texprune::{
     CdpConfig, Classifier, Costed, DtcConfig, Formula, Prunable, Pruner, PrunerConfig, Quantity,
-    Schedule, Target, ThresholdRamp,
+    Schedule, Target, ThresholdRamp, TorchLayout,
 };
 use texprune_tools::cli::Backend;
 use texprune_tools::scaffold::{Batches, Finished, begin, epoch_bar, sgd};
@@ -128,6 +142,14 @@ struct Args {
     /// Model.
     #[arg(long, value_enum, default_value = "resnet56")]
     model: ModelKind,
+    /// Start from these PyTorch weights (`.pth`, `.pt` or `.safetensors`) instead of a fresh
+    /// initialisation; `--model` (and the dataset's classes and channels) must fit them.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Fashion-MNIST as 3×32×32 (zero-padded, the grey channel repeated), for CIFAR models and
+    /// their pretrained weights.
+    #[arg(long)]
+    cifar_shape: bool,
     /// Epochs.
     #[arg(long, default_value_t = 160)]
     epochs: usize,
@@ -308,13 +330,19 @@ fn datasets(args: &Args) -> Result<Data, DataError> {
         }
         DatasetKind::FashionMnist => {
             let dir = dir("/usr/share/datasets/fashion-mnist");
-            let (train, test) = (mnist(&dir, Split::Train)?, mnist(&dir, Split::Test)?);
+            let (mut train, mut test) = (mnist(&dir, Split::Train)?, mnist(&dir, Split::Test)?);
+            let mut normalization = Normalization::fashion_mnist();
+            if args.cifar_shape {
+                (train, test) = (train.padded_to([3, 32, 32])?, test.padded_to([3, 32, 32])?);
+                normalization.mean = vec![normalization.mean[0]; 3];
+                normalization.std = vec![normalization.std[0]; 3];
+            }
             Ok(Data {
+                shape: train.shape,
                 train: Box::new(limit(train, args.limit_train)),
                 test: Box::new(limit(test, args.limit_test)),
-                shape: [1, 28, 28],
                 classes: 10,
-                normalization: Normalization::fashion_mnist(),
+                normalization,
                 augmentation: Some(Augmentation { pad: 2, flip: true }),
             })
         }
@@ -430,9 +458,25 @@ fn run<M>(
     device: &Device,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
-    M: Prunable + Classifier + Costed,
+    M: Prunable + Classifier + Costed + TorchLayout,
 {
     let start = Instant::now();
+    let model = match &args.init_from {
+        Some(path) if !args.resume => {
+            let (model, loaded) = pytorch::load(model, path)?;
+            let ones = match loaded.skeletons_at_ones.len() {
+                0 => String::new(),
+                n => format!(", {n} skeletons at ones"),
+            };
+            println!(
+                "initialised from {}: {} tensors{ones}",
+                path.display(),
+                loaded.tensors
+            );
+            model
+        }
+        _ => model,
+    };
     let last_path = args.out.join("last.ckpt");
     let best_path = args.out.join("best.ckpt");
     let mut optim: ModuleOptimizer = sgd(args.momentum, args.weight_decay);
@@ -534,10 +578,11 @@ fn finish<M>(
     start: Instant,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
-    M: Prunable + Classifier + Costed,
+    M: Prunable + Classifier + Costed + TorchLayout,
 {
     let Finished {
         masked,
+        compact,
         report,
         dense_cost,
         compact_cost,
@@ -563,6 +608,7 @@ where
         &args.out.join("cost.json"),
         serde_json::to_string_pretty(&(dense_cost, &compact_cost))?.as_bytes(),
     )?;
+    export_compact(&compact, eval, &args.out)?;
     println!("\n{compact_cost}\n\n{report}");
     println!(
         "wrote report.json, report.md and the plots into {}",
@@ -587,4 +633,47 @@ fn structure<M: Prunable>(model: &M) -> Vec<(String, Vec<bool>)> {
             (l.name.clone(), mask)
         })
         .collect()
+}
+
+/// The compact model for PyTorch (`compact.safetensors`, `compact.json`) and `probe.safetensors`:
+/// eight test images as the model reads them (`input`) and its logits on them (`logits`).
+fn export_compact<M>(
+    compact: &M,
+    eval: &Evaluation<Items>,
+    out: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    M: Prunable + Classifier + Costed + TorchLayout,
+{
+    pytorch::export(
+        compact,
+        out.join("compact.safetensors"),
+        out.join("compact.json"),
+    )?;
+    let items = (0..eval.test.len().min(8))
+        .map(|i| eval.test.get(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let images = eval
+        .batcher
+        .images(&items, &mut SplitMix64(0), eval.device)
+        .images;
+    let logits = compact.logits(images.clone());
+    let tensor = |t: TensorData| {
+        let shape = t.shape().to_vec();
+        (t.convert::<f32>().into_bytes().to_vec(), shape)
+    };
+    let (input, input_shape) = tensor(images.into_data());
+    let (output, output_shape) = tensor(logits.into_data());
+    let views = [
+        ("input", TensorView::new(Dtype::F32, input_shape, &input)?),
+        (
+            "logits",
+            TensorView::new(Dtype::F32, output_shape, &output)?,
+        ),
+    ];
+    write_atomic(
+        &out.join("probe.safetensors"),
+        &safetensors::serialize(views, None)?,
+    )?;
+    Ok(())
 }

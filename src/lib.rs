@@ -35,6 +35,9 @@
 //! # }
 //! ```
 //!
+//! To start from PyTorch weights (a `.pth` or safetensors state dict, the reference code's or
+//! torchvision's names) and to write a compact model for PyTorch, see [`pytorch`].
+//!
 //! To train with burn-train's `Learner` instead, on one device or several (multi-device, DDP),
 //! wrap the model in `learner::PrunedModel` (cargo feature `learner`).
 //!
@@ -59,7 +62,7 @@ pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError, ThresholdRule};
 pub use texprune_zoo::{
     Activation, Classifier, CostReport, Costed, LayerKind, Prunable, PrunableLayers,
-    SkeletonConv2d, SkeletonConv2dConfig, ZooError, compact,
+    SkeletonConv2d, SkeletonConv2dConfig, TorchLayout, ZooError, compact,
 };
 
 mod error;
@@ -74,6 +77,7 @@ pub mod history;
 pub mod learner;
 #[cfg(feature = "plots")]
 pub mod plots;
+pub mod pytorch;
 pub mod report;
 pub mod sensitivity;
 
@@ -84,6 +88,7 @@ pub use masking::apply_stripe_masks;
 #[cfg(feature = "plots")]
 pub use plots::PlotError;
 pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};
+pub use pytorch::WeightsError;
 pub use report::MeasureError;
 pub use texprune_data::DataError;
 pub use texprune_texture::DistributionError;

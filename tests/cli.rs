@@ -261,6 +261,20 @@ fn bad_input_ends_with_one_line_of_error_and_changes_nothing() {
     let other = run(&with(&["--l1", "0.2", "--resume"]), &out, &data);
     assert_refused(&other, "--l1", &before, &out);
 
+    // PyTorch weights of another model: the first key the model lacks, named.
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/resnet20_reference.pth");
+    let init = [
+        "--epochs",
+        "1",
+        "--threshold",
+        "0.02",
+        "--init-from",
+        weights.to_str().unwrap(),
+    ];
+    let misfit = run(&init, &out, &data);
+    assert_refused(&misfit, "`classifier.bias` is missing", &before, &out);
+
     // A truncated checkpoint.
     let bytes = std::fs::read(&last).unwrap();
     std::fs::write(&last, &bytes[..bytes.len() / 2]).unwrap();
@@ -275,5 +289,52 @@ fn bad_input_ends_with_one_line_of_error_and_changes_nothing() {
     std::fs::copy(png, &images).unwrap();
     let header = run(&args, &out, &data);
     assert_refused(&header, "bad magic", &before, &out);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn pytorch_weights_start_a_run_and_the_compact_model_is_written_for_pytorch() {
+    let (root, data) = scratch("init");
+    let out = root.join("run");
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/resnet20_reference.pth");
+    let output = run(
+        &[
+            "--model",
+            "resnet20",
+            "--cifar-shape",
+            "--init-from",
+            weights.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--limit-train",
+            "128",
+            "--limit-test",
+            "64",
+        ],
+        &out,
+        &data,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3×32×32"), "{stdout}");
+    assert!(
+        stdout.contains("initialised from") && stdout.contains("128 tensors"),
+        "{stdout}"
+    );
+    let layout: serde_json::Value = serde_json::from_str(&read(&out, "compact.json")).unwrap();
+    assert_eq!(layout["architecture"]["kind"], "resnet");
+    assert_eq!(layout["convs"].as_array().unwrap().len(), 21);
+    let probe = std::fs::read(out.join("probe.safetensors")).unwrap();
+    let probe = safetensors::SafeTensors::deserialize(&probe).unwrap();
+    assert_eq!(probe.tensor("logits").unwrap().shape(), [8, 10]);
+    assert_eq!(probe.tensor("input").unwrap().shape(), [8, 3, 32, 32]);
+    let weights = std::fs::read(out.join("compact.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    assert!(weights.tensor("layer3.2.conv2.FilterSkeleton").is_ok());
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -4,6 +4,9 @@
 //! reader must return `Ok` or a typed error, never panic, and never make one allocation larger
 //! than [`ALLOCATION_LIMIT`] (a header that declares gigabytes must not be believed).
 //!
+//! The PyTorch and safetensors readers are seeded with files PyTorch wrote
+//! (`tests/data/torch/vgg_small_reference.*`).
+//!
 //! Run with `--nocapture` to see how many inputs each reader took and how long.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -19,7 +22,7 @@ use texprune::burn::tensor::Device;
 use texprune::checkpoint;
 use texprune::data::{ImageFolder, Split, cifar10, load_image, mnist, read_idx};
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune::{CdpConfig, DtcConfig, Pruner, PrunerConfig};
+use texprune::{CdpConfig, DtcConfig, Pruner, PrunerConfig, pytorch};
 
 /// The largest single allocation a reader may make on these (≤ 100 kB) inputs.
 const ALLOCATION_LIMIT: usize = 64 << 20;
@@ -385,5 +388,36 @@ fn checkpoint_reader() {
         },
     );
     eprintln!("  {} of those decoded into the model", decoded.get());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pytorch_and_safetensors_readers() {
+    let vgg = || {
+        VggConfig::new(vec![
+            VggLayer::Conv(4),
+            VggLayer::MaxPool,
+            VggLayer::Conv(6),
+            VggLayer::MaxPool,
+        ])
+        .init(&Device::default())
+        .unwrap()
+    };
+    let dir = scratch("torch");
+    for ext in ["pth", "safetensors"] {
+        let seed =
+            std::fs::read(repo().join(format!("tests/data/torch/vgg_small_reference.{ext}")))
+                .unwrap();
+        let file = dir.join(format!("weights.{ext}"));
+        // Sanity: the seed loads.
+        std::fs::write(&file, &seed).unwrap();
+        pytorch::load(vgg(), &file).unwrap();
+        let loaded = Cell::new(0);
+        fuzz(&format!("{ext} weights"), &[seed], 1000, |bytes| {
+            std::fs::write(&file, bytes).unwrap();
+            loaded.set(loaded.get() + usize::from(pytorch::load(vgg(), &file).is_ok()));
+        });
+        eprintln!("  {} of those loaded into the model", loaded.get());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -106,11 +106,13 @@ pub fn begin<M: Prunable>(model: &M, out: &Path) -> Result<TextureHistory, Box<d
     Ok(history)
 }
 
-/// The end of a training run: the trained (masked) model for inference, and it and its compact
-/// form measured on the held-out set.
+/// The end of a training run: the trained (masked) model for inference, its compact form, and
+/// both measured on the held-out set.
 pub struct Finished<M> {
     /// The trained model, masked, for inference.
     pub masked: M,
+    /// The compact model.
+    pub compact: M,
     /// Accuracy, cost and latency of both (dataset, model, epochs and wall time left empty).
     pub report: RunReport,
     /// Cost of the masked model.
@@ -144,6 +146,7 @@ where
     let (report, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, eval)?;
     Ok(Finished {
         masked,
+        compact,
         report,
         dense_cost,
         compact_cost,

@@ -10,6 +10,8 @@
 //!   with stripe-wise convs and dead channels removed, and the same output (METHOD §5);
 //! - [`CostReport`]: params, FLOPs and MACs per layer (METHOD §6), for any declared model
 //!   ([`CostReport::of_model`]) or in the reference's convention for the zoo ([`Costed`]);
+//! - [`TorchLayout`]: the PyTorch name of each module (and the zoo's [`Architecture`]), for
+//!   reading PyTorch weights and writing compact models for PyTorch;
 //! - [`vgg`] and [`resnet`]: CIFAR VGG, CIFAR ResNet (as in the reference code) and ImageNet
 //!   ResNet-18/34/50/101/152, declaring the reference's thresholding and coupling rules.
 //!
@@ -24,6 +26,7 @@ mod error;
 mod prunable;
 pub mod resnet;
 mod skeleton_conv;
+mod torch_layout;
 pub mod vgg;
 
 pub use classifier::Classifier;
@@ -34,3 +37,4 @@ pub use prunable::{
     Activation, CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear,
 };
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};
+pub use torch_layout::{Architecture, TorchLayout};

@@ -97,6 +97,11 @@ pub struct ResNetConfig {
     /// Input channels.
     #[config(default = 3)]
     pub in_channels: usize,
+    /// Width of the stem and of the first stage; stage `s` is `base_width · 2^s` wide. `None`
+    /// means the family's: 16 for CIFAR, 64 for ImageNet (a narrower torchvision ResNet-18, say,
+    /// has `Some(8)`).
+    #[config(default = "None")]
+    pub base_width: Option<usize>,
 }
 
 impl ResNetConfig {
@@ -128,6 +133,22 @@ impl ResNetConfig {
     /// # Errors
     /// [`ZooError::Config`] when the depth, widths or strides describe no ResNet.
     pub fn layout(&self) -> Result<ResNetLayout, ZooError> {
+        let mut layout = self.family_layout()?;
+        if let Some(base) = self.base_width {
+            if base == 0 {
+                return Err(ZooError::Zero { what: "base_width" });
+            }
+            let too_wide = || ZooError::Config(format!("base width {base} is too large"));
+            layout.stage_widths = (0..layout.stage_widths.len())
+                .map(|s| base.checked_mul(1 << s).ok_or_else(too_wide))
+                .collect::<Result<_, _>>()?;
+            layout.stem_width = base;
+        }
+        Ok(layout)
+    }
+
+    /// The layout of the family at its own widths.
+    fn family_layout(&self) -> Result<ResNetLayout, ZooError> {
         match self.style {
             ResNetStyle::Cifar => {
                 if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {

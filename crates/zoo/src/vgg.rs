@@ -182,7 +182,7 @@ impl Vgg {
 
     /// The reference's `Sequential` index `N` of each conv (`features.N`; its BatchNorm is
     /// `N + 1`, its ReLU `N + 2`), in order.
-    fn conv_indices(&self) -> Vec<usize> {
+    pub(crate) fn conv_indices(&self) -> Vec<usize> {
         let mut index = 0;
         let mut indices = Vec::new();
         for layer in &self.layers {
