@@ -27,21 +27,59 @@ pub struct SkeletonTexture {
     pub similarity: Tensor<1>,
 }
 
+/// [`SkeletonTexture`]'s fields for `L` layers: `mean_skeleton [L, kh, kw]`,
+/// `mean_skeleton_norm [L, 1]`, the others `[L, Cout]`.
+struct Stacked {
+    mean_skeleton: Tensor<3>,
+    skeleton_norm: Tensor<2>,
+    mean_skeleton_norm: Tensor<2>,
+    dot: Tensor<2>,
+    cos: Tensor<2>,
+    similarity: Tensor<2>,
+}
+
 impl SkeletonTexture {
     /// Computes the statistics of `skeleton [Cout, kh, kw]`.
     pub fn new(skeleton: Tensor<3>) -> Self {
         let [cout, kh, kw] = skeleton.dims();
-        let mean = skeleton.clone().sum_dim(0).mul_scalar(1.0 / cout as f64); // [1, kh, kw]
-        let dot = (skeleton.clone() * mean.clone())
-            .sum_dims(&[1, 2])
-            .reshape([cout]);
-        let skeleton_norm = safe_sqrt(skeleton.square().sum_dims(&[1, 2]).reshape([cout]));
-        let mean_skeleton = mean.reshape([kh, kw]);
-        let mean_skeleton_norm = safe_sqrt(mean_skeleton.clone().square().sum());
+        let t = Self::stacked(skeleton.reshape([1, cout, kh, kw]));
+        Self {
+            mean_skeleton: t.mean_skeleton.reshape([kh, kw]),
+            skeleton_norm: t.skeleton_norm.reshape([cout]),
+            mean_skeleton_norm: t.mean_skeleton_norm.reshape([1]),
+            dot: t.dot.reshape([cout]),
+            cos: t.cos.reshape([cout]),
+            similarity: t.similarity.reshape([cout]),
+        }
+    }
+
+    /// The texture mass of each of `L` layers of one shape, stacked as `skeletons [L, Cout, kh,
+    /// kw]`: `[L]`, each entry what [`SkeletonTexture::new`]`(S_l).mass()` gives, computed in a
+    /// handful of tensor operations for all `L` layers.
+    pub fn masses(skeletons: Tensor<4>) -> Tensor<1> {
+        let [l, ..] = skeletons.dims();
+        Self::stacked(skeletons).similarity.sum_dim(1).reshape([l])
+    }
+
+    fn stacked(skeletons: Tensor<4>) -> Stacked {
+        let [l, cout, kh, kw] = skeletons.dims();
+        let mean = skeletons.clone().sum_dim(1).mul_scalar(1.0 / cout as f64); // [L, 1, kh, kw]
+        let dot = (skeletons.clone() * mean.clone())
+            .sum_dims(&[2, 3])
+            .reshape([l, cout]);
+        let skeleton_norm = safe_sqrt(skeletons.square().sum_dims(&[2, 3]).reshape([l, cout]));
+        let mean_skeleton = mean.reshape([l, kh, kw]);
+        let mean_skeleton_norm = safe_sqrt(
+            mean_skeleton
+                .clone()
+                .square()
+                .sum_dims(&[1, 2])
+                .reshape([l, 1]),
+        );
         let cos = dot.clone()
             / (skeleton_norm.clone() * mean_skeleton_norm.clone()).add_scalar(SKELETON_COS_EPS);
         let similarity = angular_similarity(cos.clone());
-        Self {
+        Stacked {
             mean_skeleton,
             skeleton_norm,
             mean_skeleton_norm,

@@ -30,35 +30,74 @@ pub struct WeightTexture {
     pub similarity: Tensor<1>,
 }
 
+/// [`WeightTexture`]'s fields for `L` layers: `channel_mean [L, Cin]`, `mean_filter_norm [L, 1]`,
+/// the others `[L, Cout]`.
+struct Stacked {
+    channel_mean: Tensor<2>,
+    filter_norm: Tensor<2>,
+    mean_filter_norm: Tensor<2>,
+    dot: Tensor<2>,
+    cos: Tensor<2>,
+    similarity: Tensor<2>,
+}
+
 impl WeightTexture {
     /// Computes the statistics of `weight [Cout, Cin, kh, kw]`.
     pub fn new(weight: Tensor<4>) -> Self {
         let [cout, cin, kh, kw] = weight.dims();
+        let t = Self::stacked(weight.reshape([1, cout, cin, kh, kw]));
+        Self {
+            channel_mean: t.channel_mean.reshape([cin]),
+            filter_norm: t.filter_norm.reshape([cout]),
+            mean_filter_norm: t.mean_filter_norm.reshape([1]),
+            dot: t.dot.reshape([cout]),
+            cos: t.cos.reshape([cout]),
+            similarity: t.similarity.reshape([cout]),
+        }
+    }
+
+    /// The texture mass of each of `L` layers of one shape, stacked as `weights [L, Cout, Cin,
+    /// kh, kw]`: `[L]`, each entry what [`WeightTexture::new`]`(W_l).mass()` gives, computed in
+    /// a handful of tensor operations for all `L` layers.
+    pub fn masses(weights: Tensor<5>) -> Tensor<1> {
+        let [l, ..] = weights.dims();
+        Self::stacked(weights).similarity.sum_dim(1).reshape([l])
+    }
+
+    /// The statistics of stacked weights, with a leading layer dimension on every field.
+    fn stacked(weights: Tensor<5>) -> Stacked {
+        let [l, cout, cin, kh, kw] = weights.dims();
         let k = kh * kw;
-        // `R [Cout, Cin]`: each filter's sum over positions. The channel means and the dots
+        // `R [L, Cout, Cin]`: each filter's sum over positions. The channel means and the dots
         // need only R (`<W_f, M> = Σ_c R_fc · m_c`), so the full weight is read twice (R and
         // the norms) instead of being broadcast against M.
-        let rows = weight.reshape([cout, cin, k]);
-        let position_sums = rows.clone().sum_dim(2).reshape([cout, cin]);
+        let rows = weights.reshape([l, cout, cin, k]);
+        let position_sums = rows.clone().sum_dim(3).reshape([l, cout, cin]);
         let channel_mean = position_sums
             .clone()
-            .sum_dim(0)
-            .mul_scalar(1.0 / (cout * k) as f64); // [1, Cin]
+            .sum_dim(1)
+            .mul_scalar(1.0 / (cout * k) as f64); // [L, 1, Cin]
         let dot = position_sums
-            .matmul(channel_mean.clone().transpose())
-            .reshape([cout]);
+            .matmul(channel_mean.clone().swap_dims(1, 2))
+            .reshape([l, cout]);
         let filter_norm = safe_sqrt(
-            rows.reshape([cout, cin * k])
+            rows.reshape([l, cout, cin * k])
+                .square()
+                .sum_dim(2)
+                .reshape([l, cout]),
+        );
+        let channel_mean = channel_mean.reshape([l, cin]);
+        let mean_filter_norm = safe_sqrt(
+            channel_mean
+                .clone()
                 .square()
                 .sum_dim(1)
-                .reshape([cout]),
-        );
-        let channel_mean = channel_mean.reshape([cin]);
-        let mean_filter_norm = safe_sqrt(channel_mean.clone().square().sum().mul_scalar(k as f64));
+                .mul_scalar(k as f64),
+        ); // [L, 1]
         let cos = dot.clone()
             / (filter_norm.clone() * mean_filter_norm.clone()).add_scalar(WEIGHT_COS_EPS);
         let similarity = angular_similarity(cos.clone());
-        Self {
+        Stacked {
             channel_mean,
             filter_norm,
             mean_filter_norm,

@@ -23,6 +23,8 @@ mod classifier;
 pub mod compact;
 mod cost;
 mod error;
+#[cfg(feature = "flex")]
+mod host_conv;
 mod prunable;
 pub mod resnet;
 mod skeleton_conv;

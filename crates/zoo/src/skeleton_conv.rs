@@ -252,6 +252,14 @@ impl SkeletonConv2d {
     /// The dense forward pass `conv2d(x, W ⊙ S[:, None]) + b`, whatever the marker says.
     pub fn forward_dense(&self, input: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val() * self.skeleton.val().unsqueeze_dim(1);
+        // Training on flex: the host GEMMs with their own backward pass (`host_conv`).
+        #[cfg(feature = "flex")]
+        if let Some(y) = crate::host_conv::conv2d(&input, &weight, self.stride, self.padding) {
+            return match &self.bias {
+                Some(b) => y + b.val().reshape([1, self.weight_dims()[0], 1, 1]),
+                None => y,
+            };
+        }
         conv2d(
             input,
             weight,

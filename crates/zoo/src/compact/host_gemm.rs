@@ -50,6 +50,71 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3])
     }
 }
 
+/// A row-major operand of [`matmul_strided`]: its values and its `[row, column]` strides (a
+/// transposed matrix swaps them).
+pub(crate) struct Operand<'a> {
+    pub values: &'a [f32],
+    pub strides: [usize; 2],
+}
+
+/// `c [m, n] (+)= a [m, k] · b [k, n]` with `a` and `b` read through their strides (so either may
+/// be a transposed view) and `c` row-major; `accumulate` adds to `c` instead of overwriting it.
+///
+/// # Panics
+/// If a stride reaches outside its slice (an internal invariant of the kernels).
+pub(crate) fn matmul_strided(
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    [m, k, n]: [usize; 3],
+    accumulate: bool,
+) {
+    let last = |o: &Operand<'_>, rows: usize, cols: usize| {
+        (rows.max(1) - 1) * o.strides[0] + (cols.max(1) - 1) * o.strides[1]
+    };
+    assert!(c.len() == m * n, "matmul_strided: c is not [{m}, {n}]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        last(&a, m, k) < a.values.len() && last(&b, k, n) < b.values.len(),
+        "matmul_strided: strides reach outside the operands"
+    );
+    // SAFETY: every index `gemm` forms is `row · row_stride + col · col_stride` with row and col
+    // inside the shape, at most the last index checked above for `a` and `b`, and inside the
+    // row-major `[m, n]` `c` of the checked length; `c` is borrowed mutably, so it aliases
+    // neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.values.as_ptr(),
+            a.strides[1] as isize,
+            a.strides[0] as isize,
+            b.values.as_ptr(),
+            b.strides[1] as isize,
+            b.strides[0] as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
