@@ -23,9 +23,9 @@ use rayon::prelude::*;
 
 use crate::compact::{Operand, matmul_strided};
 
-type Flex = burn_flex::Flex;
-type Train = burn_autodiff::Autodiff<Flex>;
-type FlexTensor = <Flex as burn::backend::BackendTypes>::FloatTensorPrimitive;
+pub(crate) type Flex = burn_flex::Flex;
+pub(crate) type Train = burn_autodiff::Autodiff<Flex>;
+pub(crate) type FlexTensor = <Flex as burn::backend::BackendTypes>::FloatTensorPrimitive;
 
 /// Images per weight-gradient partial sum.
 const CHUNK: usize = 8;
@@ -280,14 +280,14 @@ fn tree_sum(mut parts: Vec<Vec<f32>>) -> Option<Vec<f32>> {
 }
 
 /// Runs `f` on the values of a flex tensor, row-major (borrowed when the tensor is contiguous).
-fn with_values<R>(tensor: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+pub(crate) fn with_values<R>(tensor: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
     match tensor.as_slice::<f32>() {
         Some(v) => f(v),
         None => f(tensor.to_contiguous().as_slice::<f32>().unwrap_or_default()),
     }
 }
 
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     Flex::float_from_data(TensorData::new(values, shape), &burn_flex::FlexDevice)
 }
 

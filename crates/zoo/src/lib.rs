@@ -25,6 +25,8 @@ mod cost;
 mod error;
 #[cfg(feature = "flex")]
 mod host_conv;
+#[cfg(feature = "flex")]
+mod host_norm;
 mod prunable;
 pub mod resnet;
 mod skeleton_conv;

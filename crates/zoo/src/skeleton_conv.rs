@@ -242,7 +242,15 @@ impl SkeletonConv2d {
             self.observed.lock().input_size = Some([h, w]);
             return stripes::forward_with(self, input, Some(norm), residual, activation);
         }
-        let y = norm.forward(self.forward(input));
+        let y = self.forward(input);
+        // Training on flex: BatchNorm's statistics without layout changes (`host_norm`).
+        #[cfg(feature = "flex")]
+        let y = match crate::host_norm::batch_norm_train(norm, &y) {
+            Some(normed) => normed,
+            None => norm.forward(y),
+        };
+        #[cfg(not(feature = "flex"))]
+        let y = norm.forward(y);
         activation.forward(match residual {
             Some(r) => y + r,
             None => y,
