@@ -48,7 +48,6 @@ use texprune::burn::tensor::Device;
 use texprune::burn::tensor::TensorData;
 use texprune::checkpoint;
 use texprune::checkpoint::write_atomic;
-use texprune::data::SplitMix64;
 use texprune::data::{
     Augmentation, Cifar100Labels, DataError, ImageBatcher, ImageFolder, ImageItem, ImageSet,
     Normalization, Split, cifar10, cifar100, mnist,
@@ -650,13 +649,7 @@ where
         out.join("compact.safetensors"),
         out.join("compact.json"),
     )?;
-    let items = (0..eval.test.len().min(8))
-        .map(|i| eval.test.get(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let images = eval
-        .batcher
-        .images(&items, &mut SplitMix64(0), eval.device)
-        .images;
+    let images = eval.first_images(8)?;
     let logits = compact.logits(images.clone());
     let tensor = |t: TensorData| {
         let shape = t.shape().to_vec();

@@ -26,7 +26,7 @@ use burn::store::{
 };
 use burn::tensor::{DType, TensorData};
 use serde::{Deserialize, Serialize};
-use texprune_zoo::{Architecture, Prunable, TorchLayout};
+use texprune_zoo::{Architecture, Prunable, PrunableLayers, TorchLayout};
 
 use crate::checkpoint::write_atomic;
 
@@ -163,25 +163,25 @@ pub fn load<M: Prunable + TorchLayout>(
 
 /// One tensor of the model as PyTorch sees it.
 struct Expected {
-    /// The collected name: the Burn module path with PyTorch's parameter name.
-    burn: String,
-    shape: Vec<usize>,
-    dtype: DType,
+    /// The tensor collected with burn-store's PyTorch adapter: named by its Burn module path
+    /// and PyTorch's parameter name, shaped in PyTorch's layout.
+    tensor: PackTensor,
+    /// Whether it is a skeleton (which a file may lack).
     skeleton: bool,
 }
 
-/// The PyTorch key of every tensor of `model` (execution markers excluded: they are texprune's).
-fn torch_keys<M: Prunable + TorchLayout>(
+/// Every tensor of `model` by its PyTorch key (execution markers excluded: they are
+/// texprune's); `layers` is the model's declaration.
+fn torch_keys<M: TorchLayout>(
     model: &M,
-) -> Result<(BTreeMap<String, Expected>, Vec<PackTensor>), WeightsError> {
-    let layers = model.collect_prunable();
+    layers: &PrunableLayers,
+) -> Result<BTreeMap<String, Expected>, WeightsError> {
     let skeletons: HashSet<u64> = layers.iter().map(|l| l.skeleton_id.val()).collect();
     let markers: HashSet<u64> = layers.iter().map(|l| l.execution_id.val()).collect();
     let mut names = model.torch_names();
     names.sort_by_key(|(burn, _)| std::cmp::Reverse(burn.len()));
     let collected = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false);
     let mut keys = BTreeMap::new();
-    let mut kept = Vec::new();
     for tensor in collected {
         let id = tensor.param_id.unwrap_or(u64::MAX);
         if markers.contains(&id) {
@@ -196,18 +196,14 @@ fn torch_keys<M: Prunable + TorchLayout>(
         } else {
             format!("{module}.{param}")
         };
-        let expected = Expected {
-            burn: tensor.name.clone(),
-            shape: tensor.shape.to_vec(),
-            dtype: tensor.dtype,
-            skeleton,
-        };
-        if keys.insert(key.clone(), expected).is_some() {
+        if keys
+            .insert(key.clone(), Expected { tensor, skeleton })
+            .is_some()
+        {
             return Err(WeightsError::Ambiguous { key });
         }
-        kept.push(tensor);
     }
-    Ok((keys, kept))
+    Ok(keys)
 }
 
 /// The PyTorch state dict `model` reads and writes: every key with its shape, in PyTorch's layout
@@ -218,8 +214,11 @@ fn torch_keys<M: Prunable + TorchLayout>(
 pub fn state_dict_shapes<M: Prunable + TorchLayout>(
     model: &M,
 ) -> Result<BTreeMap<String, Vec<usize>>, WeightsError> {
-    let (keys, _) = torch_keys(model)?;
-    Ok(keys.into_iter().map(|(k, e)| (k, e.shape)).collect())
+    let keys = torch_keys(model, &model.collect_prunable())?;
+    Ok(keys
+        .into_iter()
+        .map(|(k, e)| (k, e.tensor.shape.to_vec()))
+        .collect())
 }
 
 /// `module` with the longest matching Burn prefix of `names` replaced by its PyTorch path.
@@ -314,38 +313,43 @@ impl Loader {
         &self,
         mut model: M,
     ) -> Result<(M, Loaded), WeightsError> {
-        let (expected, _) = torch_keys(&model)?;
+        let expected = torch_keys(&model, &model.collect_prunable())?;
         let file = self.read()?;
         let path = || self.path.clone();
         let mut loaded = Loaded::default();
         let mut tensors = Vec::with_capacity(expected.len());
-        for (key, want) in &expected {
+        for (
+            key,
+            Expected {
+                tensor: want,
+                skeleton,
+            },
+        ) in &expected
+        {
             let Some(found) = file.get(key) else {
-                if !want.skeleton {
+                if !skeleton {
                     return Err(WeightsError::Missing {
                         path: path(),
                         key: key.clone(),
-                        expected: want.shape.clone(),
+                        expected: want.shape.to_vec(),
                     });
                 }
                 let module = key.trim_end_matches(SKELETON_KEY).trim_end_matches('.');
                 loaded.skeletons_at_ones.push(module.to_string());
-                let ones = TensorData::new(
-                    vec![1.0f32; want.shape.iter().product()],
-                    want.shape.clone(),
-                );
+                let ones =
+                    TensorData::new(vec![1.0f32; want.shape.num_elements()], want.shape.to_vec());
                 tensors.push(bridge::from_data(
                     ones.convert_dtype(want.dtype),
-                    want.burn.clone(),
+                    want.name.clone(),
                     None,
                 ));
                 continue;
             };
-            if found.shape.to_vec() != want.shape {
+            if found.shape != want.shape {
                 return Err(WeightsError::Shape {
                     path: path(),
                     key: key.clone(),
-                    expected: want.shape.clone(),
+                    expected: want.shape.to_vec(),
                     found: found.shape.to_vec(),
                 });
             }
@@ -364,7 +368,7 @@ impl Loader {
             })?;
             tensors.push(bridge::from_data(
                 data.convert_dtype(want.dtype),
-                want.burn.clone(),
+                want.name.clone(),
                 None,
             ));
         }
@@ -384,16 +388,12 @@ impl Loader {
         }
         loaded.tensors = tensors.len() - loaded.skeletons_at_ones.len();
         let result = model.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-        let burn_to_key: HashMap<&str, &str> = expected
-            .iter()
-            .map(|(k, e)| (e.burn.as_str(), k.as_str()))
-            .collect();
         if let Some(error) = result.errors.first() {
+            let at = error_path(error);
+            let key = expected.iter().find(|(_, e)| e.tensor.name == at);
             return Err(WeightsError::Tensor {
                 path: path(),
-                key: burn_to_key
-                    .get(error_path(error))
-                    .map_or_else(|| error_path(error).to_string(), |k| k.to_string()),
+                key: key.map_or(at, |(k, _)| k.as_str()).to_string(),
                 reason: error.to_string(),
             });
         }
@@ -460,14 +460,11 @@ pub fn export<M: Prunable + TorchLayout>(
     weights: impl AsRef<Path>,
     layout: impl AsRef<Path>,
 ) -> Result<Layout, WeightsError> {
-    let (keys, tensors) = torch_keys(model)?;
-    let by_burn: HashMap<&str, &str> = keys
-        .iter()
-        .map(|(k, e)| (e.burn.as_str(), k.as_str()))
-        .collect();
-    let mut values = Vec::with_capacity(tensors.len());
-    for tensor in &tensors {
-        let key = by_burn[tensor.name.as_str()].to_string();
+    let layers = model.collect_prunable();
+    let keys = torch_keys(model, &layers)?;
+    let mut values = Vec::with_capacity(keys.len());
+    for (key, Expected { tensor, .. }) in &keys {
+        let key = key.clone();
         let data = bridge::to_data(tensor).map_err(|e| WeightsError::Tensor {
             path: weights.as_ref().to_path_buf(),
             key: key.clone(),
@@ -505,12 +502,11 @@ pub fn export<M: Prunable + TorchLayout>(
     };
     write_atomic(weights.as_ref(), &bytes).map_err(io(weights.as_ref()))?;
 
-    let weight_key: HashMap<u64, &str> = tensors
+    let weight_key: HashMap<u64, &str> = keys
         .iter()
-        .filter_map(|t| Some((t.param_id?, by_burn[t.name.as_str()])))
+        .filter_map(|(k, e)| Some((e.tensor.param_id?, k.as_str())))
         .collect();
-    let convs = model
-        .collect_prunable()
+    let convs = layers
         .iter()
         .map(|l| {
             let name = weight_key

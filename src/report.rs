@@ -141,6 +141,23 @@ pub struct Evaluation<'a, D> {
     pub runs: usize,
 }
 
+impl<D: Dataset<ImageItem, DataError>> Evaluation<'_, D> {
+    /// The first `n` held-out images (fewer when there are not as many), batched as the models
+    /// read them.
+    ///
+    /// # Errors
+    /// [`MeasureError::Data`] when an image cannot be read.
+    pub fn first_images(&self, n: usize) -> Result<Tensor<4>, MeasureError> {
+        let items = (0..self.test.len().min(n))
+            .map(|i| self.test.get(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self
+            .batcher
+            .images(&items, &mut SplitMix64(0), self.device)
+            .images)
+    }
+}
+
 impl RunReport {
     /// Measures the masked model against its compact form on `eval`: accuracy, cost, latency.
     /// `dataset`, `model`, `epochs` and `wall_seconds` are left for the caller to fill.
@@ -158,13 +175,7 @@ impl RunReport {
         D: Dataset<ImageItem, DataError>,
     {
         let (dense, small) = (masked.cost(eval.input_size), compact.cost(eval.input_size));
-        let probe = (0..eval.test.len().min(eval.probe))
-            .map(|i| eval.test.get(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let probe = eval
-            .batcher
-            .images(&probe, &mut SplitMix64(0), eval.device)
-            .images;
+        let probe = eval.first_images(eval.probe)?;
         masked.check_input(probe.dims())?;
         compact.check_input(probe.dims())?;
         let report = RunReport {

@@ -294,6 +294,11 @@ mod tests {
         LayerParams { weight, skeleton }
     }
 
+    /// The gradient of `t` in `grads`, as numbers.
+    fn grad<const D: usize>(t: &Tensor<D>, grads: &burn::tensor::Gradients) -> Vec<f64> {
+        t.grad(grads).unwrap().into_data().iter::<f64>().collect()
+    }
+
     fn scalar(t: Tensor<1>) -> f64 {
         t.into_data().iter::<f64>().next().unwrap()
     }
@@ -355,26 +360,20 @@ mod tests {
                     .unwrap();
                 let single_grads = single_total.backward();
                 for l in &layers {
-                    let grad = |t: &Tensor<4>, g| -> Vec<f64> {
-                        t.grad(g).unwrap().into_data().iter::<f64>().collect()
-                    };
-                    let (a, b) = (
-                        grad(&l.weight, &joint_grads),
-                        grad(&l.weight, &single_grads),
-                    );
+                    let same =
+                        |a: Vec<f64>, b: Vec<f64>| a.iter().zip(&b).all(|(x, y)| close(*x, *y));
                     assert!(
-                        a.iter().zip(&b).all(|(x, y)| close(*x, *y)),
+                        same(
+                            grad(&l.weight, &joint_grads),
+                            grad(&l.weight, &single_grads)
+                        ),
                         "weight grad {formula:?}"
                     );
-                    let grad3 = |t: &Tensor<3>, g| -> Vec<f64> {
-                        t.grad(g).unwrap().into_data().iter::<f64>().collect()
-                    };
-                    let (a, b) = (
-                        grad3(&l.skeleton, &joint_grads),
-                        grad3(&l.skeleton, &single_grads),
-                    );
                     assert!(
-                        a.iter().zip(&b).all(|(x, y)| close(*x, *y)),
+                        same(
+                            grad(&l.skeleton, &joint_grads),
+                            grad(&l.skeleton, &single_grads)
+                        ),
                         "skeleton grad {formula:?}"
                     );
                 }

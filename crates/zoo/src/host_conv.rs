@@ -159,7 +159,6 @@ impl Geometry {
                     );
                 },
             );
-        let _ = n;
         y
     }
 
