@@ -12,9 +12,11 @@
 #                                      perf table; writes DIR/gpu-report.md.
 #
 # CUDA loads the driver at run time, so its binaries build without CUDA installed; but Burn's
-# CUDA backend pulls cubecl-llvm, whose build script downloads an LLVM bundle from GitHub: the
-# build half needs that network access for CUDA (without it, CUDA is reported as not built and
-# wgpu goes on). The run half must finish within 8 minutes on one H100.
+# CUDA backend links cubecl-llvm (its default kernel compiler lowers to PTX through LLVM), whose
+# build dependency tracel-llvm-bundler downloads an LLVM 23 bundle from GitHub. Offline, the
+# CUDA build fails and the build half reports CUDA as not built and goes on with wgpu;
+# Debian 12's newest LLVM (19) does not link either: docs/backends.md, "CUDA offline". The run
+# half must finish within 8 minutes on one GPU.
 set -uo pipefail
 mode="${1:-}"
 dir="${2:-target/gpu-check}"

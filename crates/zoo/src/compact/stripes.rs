@@ -12,7 +12,7 @@ use burn::module::ParamId;
 use burn::nn::BatchNorm;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
-use burn::tensor::{Device, IndexingUpdateOp, Int, Slice, Tensor, TensorData};
+use burn::tensor::{Device, Int, Slice, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::host_buffer::with_values;
@@ -121,15 +121,26 @@ impl StripeLayout {
         mask
     }
 
+    /// The bounding box `[rows, columns]` of the kernel positions with live stripes; `None`
+    /// when no stripe is live.
+    pub fn live_box(&self) -> Option<[std::ops::Range<usize>; 2]> {
+        let span = |axis: usize| {
+            let along = self.positions.iter().map(|p| p.offset[axis]);
+            Some(along.clone().min()?..along.max()? + 1)
+        };
+        Some([span(0)?, span(1)?])
+    }
+
     /// Output size for an input of size `hw`.
     pub fn output_size(&self, hw: [usize; 2]) -> [usize; 2] {
         output_size(hw, self.kernel_size, self.stride, self.padding)
     }
 }
 
-/// The layout and packed weights of a stripe-wise conv, for the host kernel, keyed by the ids of
-/// the weight and skeleton they were read from. Each clone of a layer starts empty (a clone may
-/// be trained apart); a training forward pass clears it.
+/// The layout and packed weights of a stripe-wise conv, keyed by the ids of the weight and
+/// skeleton they were read from: the layout for every backend, the packed weights for the host
+/// kernel. Each clone of a layer starts empty (a clone may be trained apart); a training
+/// forward pass clears it.
 #[derive(Debug, Default)]
 pub(crate) struct PackCache(Mutex<Option<Packed>>);
 
@@ -137,7 +148,7 @@ pub(crate) struct PackCache(Mutex<Option<Packed>>);
 struct Packed {
     ids: [ParamId; 2],
     layout: Arc<StripeLayout>,
-    weights: Arc<Vec<f32>>,
+    weights: Option<Arc<Vec<f32>>>,
 }
 
 impl Clone for PackCache {
@@ -155,11 +166,31 @@ impl PackCache {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The packed layout and weights of `conv`, packed now if not yet.
-    fn get(&self, conv: &SkeletonConv2d) -> (Arc<StripeLayout>, Arc<Vec<f32>>) {
+    /// The layout of `conv`, read from its skeleton now if not yet.
+    fn layout(&self, conv: &SkeletonConv2d) -> Arc<StripeLayout> {
         let ids = [conv.weight.id, conv.skeleton.id];
         if let Some(p) = self.lock().as_ref().filter(|p| p.ids == ids) {
-            return (p.layout.clone(), p.weights.clone());
+            return p.layout.clone();
+        }
+        let layout = Arc::new(StripeLayout::of(conv));
+        *self.lock() = Some(Packed {
+            ids,
+            layout: layout.clone(),
+            weights: None,
+        });
+        layout
+    }
+
+    /// The layout and packed weights of `conv`, packed now if not yet.
+    fn get(&self, conv: &SkeletonConv2d) -> (Arc<StripeLayout>, Arc<Vec<f32>>) {
+        let ids = [conv.weight.id, conv.skeleton.id];
+        if let Some(Packed {
+            layout,
+            weights: Some(weights),
+            ..
+        }) = self.lock().as_ref().filter(|p| p.ids == ids)
+        {
+            return (layout.clone(), weights.clone());
         }
         let skeleton = skeleton_values(conv);
         let layout = Arc::new(StripeLayout::of_values(conv, &skeleton));
@@ -167,7 +198,7 @@ impl PackCache {
         *self.lock() = Some(Packed {
             ids,
             layout: layout.clone(),
-            weights: weights.clone(),
+            weights: Some(weights.clone()),
         });
         (layout, weights)
     }
@@ -179,7 +210,8 @@ fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
 }
 
 /// The stripe-wise forward pass of `conv`: through the host CPU kernel for f32 inputs on the
-/// CPU backends, through backend tensor ops elsewhere. It computes `W ⊙ S` on the live stripes,
+/// CPU backends, through one backend conv over the live positions elsewhere
+/// ([`forward_device`]). It computes `W ⊙ S` on the live stripes,
 /// so it equals the dense pass for any weight and skeleton (compaction folds `S` into `W` and
 /// leaves a 0/1 skeleton).
 ///
@@ -192,7 +224,7 @@ pub(crate) fn forward(conv: &SkeletonConv2d, input: Tensor<4>) -> Tensor<4> {
 
 /// `act(norm(conv(x)) + residual)` stripe-wise. On the host kernel the bias, the norm (in
 /// inference form), the residual and the activation are the kernel's output pass
-/// ([`host_kernel::Epilogue`]); elsewhere they are the same ops after the conv. The caller
+/// ([`host_kernel::Epilogue`]); elsewhere the norm is folded into one conv ([`forward_device`]). The caller
 /// checks that `norm` has `Cout` channels and `residual` the output's shape.
 pub(crate) fn forward_with(
     conv: &SkeletonConv2d,
@@ -206,18 +238,14 @@ pub(crate) fn forward_with(
         let epilogue = epilogue(conv, norm, activation);
         return forward_host(&layout, &weights, input, &epilogue, residual);
     }
-    let cout = conv.weight_dims()[0];
-    let mut out = forward_tensor_ops(conv, &StripeLayout::of(conv), input);
-    if let Some(b) = &conv.bias {
-        out = out + b.val().reshape([1, cout, 1, 1]);
-    }
-    if let Some(norm) = norm {
-        out = norm.forward(out);
-    }
-    if let Some(r) = residual {
-        out = out + r;
-    }
-    activation.forward(out)
+    forward_device(
+        conv,
+        &conv.packed.layout(conv),
+        input,
+        norm,
+        residual,
+        activation,
+    )
 }
 
 /// The host kernel's output pass for `conv` followed by `norm` (inference form) and
@@ -244,85 +272,97 @@ fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activat
     }
 }
 
-/// `(W ⊙ S)_ij [n_ij, Cin]` of every position of `layout`.
-fn position_weights(conv: &SkeletonConv2d, layout: &StripeLayout) -> Vec<Tensor<2>> {
-    let [cout, cin, ..] = conv.weight_dims();
-    let weight = conv.weight.val() * conv.skeleton.val().unsqueeze_dim(1);
-    let device = weight.device();
-    layout
-        .positions
-        .iter()
-        .map(|p| {
-            let [i, j] = p.offset;
-            let at = weight
-                .clone()
-                .slice([0..cout, 0..cin, i..i + 1, j..j + 1])
-                .reshape([cout, cin]);
-            if p.filters.len() == cout {
-                at
-            } else {
-                at.select(0, index_tensor(&p.filters, &device))
-            }
-        })
-        .collect()
-}
-
 /// Indices as an int tensor on `device`.
 pub(crate) fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
     let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(idx, [indices.len()]), device)
 }
 
-/// The forward pass with backend tensor ops only (strided slice, 1×1 conv, indexed add): runs
-/// on every backend.
-pub(crate) fn forward_tensor_ops(
+/// The forward pass in a handful of backend tensor ops, for the GPU backends (and any device
+/// the host kernel does not serve): `act(conv2d(x, W', b') + residual)`, where `W'` is
+/// `W ⊙ S` cropped to the bounding box of the live kernel positions with the BatchNorm (in
+/// inference form) folded in, `W'_f = W_f · γ_f / √(σ²_f + ε)`, and `b' = bn(b)`.
+///
+/// One large convolution instead of a product and an indexed add per kernel position: a GPU
+/// runs a dense conv over the compacted channels at its full rate, and dead stripes inside the
+/// box cost it less than launching a kernel per position would. The crop moves the padding:
+/// rows `s·y − ph + i` for `i ∈ [i0, i1]` are rows `s·y − (ph − i0) + i'` of the cropped
+/// kernel, so the padding before is `ph − i0` and after is `ph − (kh − 1 − i1)`; when the two
+/// differ (or one is negative) the input is padded or sliced explicitly and the conv has none.
+/// A conv without live stripes keeps its full (zero) kernel: the output is the bias alone.
+pub(crate) fn forward_device(
     conv: &SkeletonConv2d,
     layout: &StripeLayout,
     input: Tensor<4>,
+    norm: Option<&BatchNorm>,
+    residual: Option<Tensor<4>>,
+    activation: Activation,
 ) -> Tensor<4> {
-    let [batch, _, h, w] = input.dims();
-    let [ho, wo] = layout.output_size([h, w]);
-    let cout = layout.out_channels;
-    let device = input.device();
-    let mut out = Tensor::<4>::zeros([batch, cout, ho, wo], (&device, input.dtype()));
-    if layout.positions.is_empty() {
-        return out;
-    }
-    let [ph, pw] = layout.padding;
-    let [sh, sw] = layout.stride;
-    let input = if ph + pw > 0 {
-        input.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0))
-    } else {
-        input
+    let [cout, cin, kh, kw] = conv.weight_dims();
+    let [rows, cols] = layout.live_box().unwrap_or([0..kh, 0..kw]);
+    let weight = (conv.weight.val() * conv.skeleton.val().unsqueeze_dim(1)).slice([
+        0..cout,
+        0..cin,
+        rows.clone(),
+        cols.clone(),
+    ]);
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let (weight, bias) = match norm {
+        Some(n) => {
+            let scale = n.gamma.val() / (n.running_var.value() + n.epsilon).sqrt();
+            let centred = match bias {
+                Some(b) => b - n.running_mean.value(),
+                None => -n.running_mean.value(),
+            };
+            let shift = centred * scale.clone() + n.beta.val();
+            (weight * scale.reshape([cout, 1, 1, 1]), Some(shift))
+        }
+        None => (weight, bias),
     };
-    let weights = position_weights(conv, layout);
-    for (position, weight) in layout.positions.iter().zip(weights) {
-        let [i, j] = position.offset;
-        let window = input.clone().slice([
-            Slice::from(..),
-            Slice::from(..),
-            Slice::from_range_stepped(i..i + sh * (ho - 1) + 1, sh as isize),
-            Slice::from_range_stepped(j..j + sw * (wo - 1) + 1, sw as isize),
-        ]);
-        let [n, cin] = weight.dims();
-        let y = conv2d(
-            window,
-            weight.reshape([n, cin, 1, 1]),
-            None,
-            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-        );
-        out = if n == cout {
-            out + y
-        } else {
-            out.select_assign(
-                1,
-                index_tensor(&position.filters, &device),
-                y,
-                IndexingUpdateOp::Add,
-            )
-        };
-    }
-    out
+    // Padding before and after each spatial axis, for the cropped kernel.
+    let [ph, pw] = layout.padding.map(|p| p as isize);
+    let before = [ph - rows.start as isize, pw - cols.start as isize];
+    let after = [ph - (kh - rows.end) as isize, pw - (kw - cols.end) as isize];
+    let (input, padding) = if before == after && before.iter().all(|&p| p >= 0) {
+        (input, before.map(|p| p as usize))
+    } else {
+        (pad_or_crop(input, before, after), [0, 0])
+    };
+    let out = conv2d(
+        input,
+        weight,
+        bias,
+        ConvOptions::new(layout.stride, padding, [1, 1], 1),
+    );
+    activation.forward(match residual {
+        Some(r) => out + r,
+        None => out,
+    })
+}
+
+/// `x [N, C, H, W]` with `before[a]` rows (`a = 0`) or columns (`a = 1`) of zeros added before
+/// and `after[a]` after, a negative count removing that many instead.
+fn pad_or_crop(x: Tensor<4>, before: [isize; 2], after: [isize; 2]) -> Tensor<4> {
+    let grow = |p: isize| p.max(0) as usize;
+    let x = if before.iter().chain(&after).any(|&p| p > 0) {
+        x.pad(
+            [
+                (grow(before[0]), grow(after[0])),
+                (grow(before[1]), grow(after[1])),
+            ],
+            PadMode::Constant(0.0),
+        )
+    } else {
+        x
+    };
+    let [_, _, h, w] = x.dims();
+    let cut = |p: isize| (-p).max(0) as usize;
+    x.slice([
+        Slice::from(..),
+        Slice::from(..),
+        Slice::from(cut(before[0])..h - cut(after[0])),
+        Slice::from(cut(before[1])..w - cut(after[1])),
+    ])
 }
 
 /// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff), with its

@@ -299,11 +299,11 @@ fn non_finite_skeleton_is_an_error() {
     assert!(err.to_string().contains("features.0"), "{err}");
 }
 
-/// The host kernel and the tensor-op path compute the same conv, for every stride, kernel and
-/// padding the zoo uses, with dead positions and dead filters.
+/// The host kernel and the device path (one conv over the live box) compute the same conv, for
+/// every stride, kernel and padding the zoo uses, with dead positions and dead filters.
 #[test]
-fn host_kernel_equals_tensor_ops() {
-    use crate::SkeletonConv2dConfig;
+fn host_kernel_equals_device_path() {
+    use crate::{Activation, SkeletonConv2dConfig};
     let device = Device::default();
     let mut rng = Rng(3);
     for (k, stride, padding, size) in [
@@ -337,13 +337,14 @@ fn host_kernel_equals_tensor_ops() {
                 pool.install(|| compact.forward(x.clone()))
             };
             let (host_1, host_3) = (on(1), on(3));
-            let ops = stripes::forward_tensor_ops(&compact, &layout, x);
+            let device_path =
+                stripes::forward_device(&compact, &layout, x, None, None, Activation::Identity);
             assert_eq!(host_1.dims(), dense.dims());
             let scale: f32 = dense.clone().abs().max().into_scalar();
             for (what, y) in [
                 ("host, 1 thread", host_1),
                 ("host, 3 threads", host_3),
-                ("tensor ops", ops),
+                ("device path", device_path),
             ] {
                 let err: f32 = (y - dense.clone()).abs().max().into_scalar();
                 assert!(err <= 1e-5 * scale.max(1.0), "k{k} s{stride} {what}: {err}");
@@ -378,7 +379,8 @@ fn host_kernel_reads_shared_and_strided_inputs() {
 }
 
 /// `forward_norm` on a compacted conv (the host kernel's output pass: bias, BatchNorm in
-/// inference form, residual, activation) equals the steps written out, for strides 1 and 2,
+/// inference form, residual, activation) and the device path (the BatchNorm folded into the
+/// conv) equal the steps written out, for strides 1 and 2,
 /// with and without bias, residual and ReLU, and on a conv whose every stripe is dead.
 #[test]
 fn fused_norm_residual_activation_equals_the_steps() {
@@ -418,15 +420,89 @@ fn fused_norm_residual_activation_equals_the_steps() {
                     Some(r) => steps + r.clone(),
                     None => steps,
                 });
-                let fused = compact.forward_norm(x.clone(), &norm, r, activation);
-                let scale: f32 = steps.clone().abs().max().into_scalar();
-                let err: f32 = (fused - steps).abs().max().into_scalar();
-                let what = format!("stride {stride} bias {bias} dead {all_dead} {activation:?}");
-                assert!(
-                    err <= 1e-5 * scale.max(1.0),
-                    "{what} residual {with_residual}: {err}"
+                let layout = StripeLayout::of(&compact);
+                let fused = compact.forward_norm(x.clone(), &norm, r.clone(), activation);
+                let folded = stripes::forward_device(
+                    &compact,
+                    &layout,
+                    x.clone(),
+                    Some(&norm),
+                    r,
+                    activation,
                 );
+                let scale: f32 = steps.clone().abs().max().into_scalar();
+                for (path, y) in [("host kernel", fused), ("device path", folded)] {
+                    let err: f32 = (y - steps.clone()).abs().max().into_scalar();
+                    let what =
+                        format!("stride {stride} bias {bias} dead {all_dead} {activation:?}");
+                    assert!(
+                        err <= 1e-5 * scale.max(1.0),
+                        "{path}: {what} residual {with_residual}: {err}"
+                    );
+                }
             }
+        }
+    }
+}
+
+/// The device path crops the kernel to the live positions' bounding box and moves the padding:
+/// a centred box (padding shrinks evenly), a corner or an edge (uneven: padded or sliced
+/// explicitly), a box that is the whole kernel, no live position; strides 1 and 2, padding 0,
+/// 1 and 2, square and rectangular kernels — each equal to the dense conv.
+#[test]
+fn device_path_crops_to_the_live_box() {
+    use crate::{Activation, SkeletonConv2dConfig};
+    let device = Device::default();
+    let mut rng = Rng(34);
+    let patterns: [&[[usize; 2]]; 6] = [
+        &[[1, 1]],
+        &[[0, 0]],
+        &[[2, 1], [2, 2]],
+        &[[0, 2], [2, 0]],
+        &[[1, 0], [1, 1]],
+        &[],
+    ];
+    for ([kh, kw], stride, padding) in [
+        ([3, 3], 1, [1, 1]),
+        ([3, 3], 2, [1, 1]),
+        ([3, 3], 1, [0, 0]),
+        ([3, 3], 2, [2, 2]),
+        ([3, 5], 1, [1, 2]),
+    ] {
+        for pattern in patterns {
+            let mut conv = SkeletonConv2dConfig::new([4, 5], [kh, kw])
+                .with_stride([stride, stride])
+                .with_padding(Some(padding))
+                .init(&device)
+                .unwrap();
+            randomize_conv(
+                &mut conv,
+                Masking {
+                    stripe: 0.0,
+                    filter: 0.0,
+                    layer: 0.0,
+                },
+                &mut rng,
+            );
+            // Every filter keeps the pattern's positions but filter 0, which keeps none.
+            let skeleton: Vec<f32> = (0..5 * kh * kw)
+                .map(|e| {
+                    let (f, p) = (e / (kh * kw), e % (kh * kw));
+                    let live = f > 0 && pattern.contains(&[p / kw, p % kw]);
+                    if live { rng.range(0.5, 1.5) } else { 0.0 }
+                })
+                .collect();
+            conv.skeleton = Param::from_tensor(tensor(skeleton, [5, kh, kw], &device));
+            let x = input([2, 4, 8, 7], &mut rng, &device);
+            let dense = conv.forward(x.clone());
+            let compact = conv.with_stripe_execution(true);
+            let layout = StripeLayout::of(&compact);
+            let y = stripes::forward_device(&compact, &layout, x, None, None, Activation::Identity);
+            let what = format!("k{kh}x{kw} s{stride} p{padding:?} {pattern:?}");
+            assert_eq!(y.dims(), dense.dims(), "{what}");
+            let scale: f32 = dense.clone().abs().max().into_scalar();
+            let err: f32 = (y - dense).abs().max().into_scalar();
+            assert!(err <= 1e-5 * scale.max(1.0), "{what}: {err}");
         }
     }
 }
