@@ -21,7 +21,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use rayon::prelude::*;
 
-use crate::compact::{Operand, matmul_strided};
+use crate::compact::{Operand, Scratch, matmul_strided};
 
 pub(crate) type Flex = burn_flex::Flex;
 pub(crate) type Train = burn_autodiff::Autodiff<Flex>;
@@ -72,8 +72,63 @@ impl Geometry {
             .filter(|&v| v < self.input[2])
     }
 
-    /// The im2col matrix of one image `[Cin·kh·kw, Ho·Wo]` (zero where the kernel reads padding).
+    /// The im2col matrix of one image `[Cin·kh·kw, Ho·Wo]` (zero where the kernel reads padding):
+    /// [`Geometry::im2col_flat`] where the output rows are as wide as the input rows at stride
+    /// 1 (every "same"-padded conv, and the input gradient's transposed conv of one), row by row
+    /// otherwise.
     fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        if self.stride == [1, 1] && self.output[1] == self.input[3] {
+            self.im2col_flat(image, cols);
+        } else {
+            self.im2col_rows(image, cols);
+        }
+    }
+
+    /// im2col when `Wo = W` at stride 1: entry `(y, x)` of row `(c, i, j)` is input entry
+    /// `(y + i − ph, x + j − pw)`, a flat offset `off = (i − ph)·W + (j − pw)` from `y·W + x`, so
+    /// each row is one contiguous copy of the plane shifted by `off`; then the entries whose
+    /// input column falls outside the image (`x < x0` or `x ≥ x1`, read from the neighbouring
+    /// row by the flat copy) and the rows outside it are set to zero.
+    fn im2col_flat(&self, image: &[f32], cols: &mut [f32]) {
+        let [_, cin, h, w] = self.input;
+        let [_, _, kh, kw] = self.weight;
+        let ho = self.output[0];
+        let [ph, pw] = self.padding;
+        let plane_len = h * w;
+        for c in 0..cin {
+            let plane = &image[c * plane_len..][..plane_len];
+            for i in 0..kh {
+                // Output rows whose input row `y + i − ph` is inside the image.
+                let y0 = ph.saturating_sub(i).min(ho);
+                let y1 = (h + ph).saturating_sub(i).min(ho).max(y0);
+                for j in 0..kw {
+                    let (x0, x1, _) = self.columns(j);
+                    let row = &mut cols[((c * kh + i) * kw + j) * ho * w..][..ho * w];
+                    let off = (i as isize - ph as isize) * w as isize + j as isize - pw as isize;
+                    // The part of `[y0·W, y1·W)` whose source `d + off` is inside the plane.
+                    let lo = ((y0 * w) as isize).max(-off);
+                    let hi = ((y1 * w) as isize).min(plane_len as isize - off);
+                    let (lo, hi) = (lo as usize, (hi as usize).max(lo as usize));
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
+                    if hi > lo {
+                        let src = (lo as isize + off) as usize;
+                        row[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+                    }
+                    // Column by column down the rows: one or two entries a row, which as
+                    // per-row slices would each be a `memset` call.
+                    for x in (0..x0).chain(x1..w) {
+                        for y in y0..y1 {
+                            row[y * w + x] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col row by row (any stride and padding).
+    fn im2col_rows(&self, image: &[f32], cols: &mut [f32]) {
         let [_, cin, h, w] = self.input;
         let [_, _, kh, kw] = self.weight;
         let [ho, wo] = self.output;
@@ -140,25 +195,25 @@ impl Geometry {
         let mut y = vec![0.0; n * cout * p];
         y.par_chunks_mut(cout * p)
             .zip(x.par_chunks(cin * h * w))
-            .for_each_init(
-                || vec![0.0; k * p],
-                |cols, (out, image)| {
-                    self.im2col(image, cols);
-                    matmul_strided(
-                        Operand {
-                            values: weight,
-                            strides: [k, 1],
-                        },
-                        Operand {
-                            values: cols,
-                            strides: [p, 1],
-                        },
-                        out,
-                        [cout, k, p],
-                        false,
-                    );
-                },
-            );
+            .for_each(|(out, image)| {
+                // The thread's scratch: im2col writes every entry.
+                let mut scratch = Scratch::take(k * p);
+                let cols = &mut scratch.0[..k * p];
+                self.im2col(image, cols);
+                matmul_strided(
+                    Operand {
+                        values: weight,
+                        strides: [k, 1],
+                    },
+                    Operand {
+                        values: cols,
+                        strides: [p, 1],
+                    },
+                    out,
+                    [cout, k, p],
+                    false,
+                );
+            });
         y
     }
 
@@ -195,26 +250,26 @@ impl Geometry {
         let mut dx = vec![0.0; n * cin * h * w];
         dx.par_chunks_mut(cin * h * w)
             .zip(dy.par_chunks(cout * p))
-            .for_each_init(
-                || vec![0.0; k * p],
-                |cols, (image, grad)| {
-                    // Wᵀ [k, Cout]: W read with swapped strides.
-                    matmul_strided(
-                        Operand {
-                            values: weight,
-                            strides: [1, k],
-                        },
-                        Operand {
-                            values: grad,
-                            strides: [p, 1],
-                        },
-                        cols,
-                        [k, cout, p],
-                        false,
-                    );
-                    self.col2im_add(cols, image);
-                },
-            );
+            .for_each(|(image, grad)| {
+                // The product below overwrites the scratch.
+                let mut scratch = Scratch::take(k * p);
+                let cols = &mut scratch.0[..k * p];
+                // Wᵀ [k, Cout]: W read with swapped strides.
+                matmul_strided(
+                    Operand {
+                        values: weight,
+                        strides: [1, k],
+                    },
+                    Operand {
+                        values: grad,
+                        strides: [p, 1],
+                    },
+                    cols,
+                    [k, cout, p],
+                    false,
+                );
+                self.col2im_add(cols, image);
+            });
         dx
     }
 
@@ -231,12 +286,13 @@ impl Geometry {
             .par_iter()
             .map(|&chunk| {
                 let mut dwt = vec![0.0; k * cout];
-                let mut cols = vec![0.0; k * p];
+                let mut scratch = Scratch::take(k * p);
+                let cols = &mut scratch.0[..k * p];
                 for i in chunk * CHUNK..((chunk + 1) * CHUNK).min(n) {
-                    self.im2col(&x[i * image..][..image], &mut cols);
+                    self.im2col(&x[i * image..][..image], cols);
                     matmul_strided(
                         Operand {
-                            values: &cols,
+                            values: cols,
                             strides: [p, 1],
                         },
                         Operand {
@@ -414,6 +470,41 @@ mod tests {
                 w.grad(&gb).unwrap(),
                 "weight gradient",
             );
+        }
+    }
+
+    /// The flat im2col equals the row-by-row one wherever it is taken: "same" and partial
+    /// padding, square and rectangular kernels, planes smaller than the kernel's reach.
+    #[test]
+    fn flat_im2col_equals_rows() {
+        for (input, weight, padding) in [
+            ([1, 3, 9, 9], [1, 3, 3, 3], [1, 1]),
+            ([1, 2, 8, 5], [1, 2, 5, 5], [2, 2]),
+            ([1, 2, 6, 7], [1, 2, 3, 3], [0, 1]),
+            ([1, 2, 6, 7], [1, 2, 1, 3], [0, 1]),
+            ([1, 2, 6, 7], [1, 2, 3, 1], [1, 0]),
+            ([1, 1, 2, 2], [1, 1, 3, 3], [1, 1]),
+            ([1, 1, 1, 3], [1, 1, 3, 3], [2, 1]),
+            ([1, 4, 4, 4], [1, 4, 1, 1], [0, 0]),
+        ] {
+            let [_, _, h, w] = input;
+            let [_, _, kh, kw] = weight;
+            let output = [h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1];
+            let g = Geometry {
+                input,
+                weight,
+                stride: [1, 1],
+                padding,
+                output,
+            };
+            assert_eq!(output[1], w, "{input:?} {weight:?}: the flat path applies");
+            let image: Vec<f32> = (0..input.iter().product::<usize>())
+                .map(|v| v as f32 + 1.0)
+                .collect();
+            let (mut flat, mut rows) = (vec![f32::NAN; g.k() * g.p()], vec![0.0; g.k() * g.p()]);
+            g.im2col_flat(&image, &mut flat);
+            g.im2col_rows(&image, &mut rows);
+            assert_eq!(flat, rows, "{input:?} {weight:?} {padding:?}");
         }
     }
 

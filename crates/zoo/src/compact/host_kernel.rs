@@ -222,12 +222,12 @@ thread_local! {
 /// This thread's scratch buffer, taken out of the thread-local slot for the caller's use and
 /// put back when dropped. A guard rather than a closure, so that the work on it is compiled in
 /// the caller's body, with the caller's vector instructions (see [`Images::convolve`]).
-struct Scratch(Vec<f32>);
+pub(crate) struct Scratch(pub(crate) Vec<f32>);
 
 impl Scratch {
     /// At least `len` floats (contents unspecified).
     #[inline(always)]
-    fn take(len: usize) -> Self {
+    pub(crate) fn take(len: usize) -> Self {
         let mut buffer = SCRATCH.take();
         if buffer.len() < len {
             buffer.resize(len, 0.0);

@@ -50,5 +50,5 @@ pub fn compact<M: Prunable>(model: M) -> Result<M, ZooError> {
 pub(crate) use host_buffer::with_values;
 #[cfg(feature = "flex")]
 pub(crate) use host_gemm::{Operand, matmul_strided};
-pub(crate) use host_kernel::max_pool_2x2;
+pub(crate) use host_kernel::{Scratch, max_pool_2x2};
 pub(crate) use stripes::runs_on_host;
