@@ -40,21 +40,49 @@ fn channel_sums(
             for n in 0..shape.n {
                 let start = (n * shape.c + c) * shape.hw;
                 let block = &a[start..start + shape.hw];
-                match b {
-                    Some(b) => {
-                        let other = &b[start..start + shape.hw];
-                        sum += block
-                            .iter()
-                            .zip(other)
-                            .map(|(x, y)| f(c, *x, *y))
-                            .sum::<f64>();
-                    }
-                    None => sum += block.iter().map(|x| f(c, *x, 0.0)).sum::<f64>(),
-                }
+                let other = b.map(|b| &b[start..start + shape.hw]);
+                sum += lane_sum(block, other, |x, y| f(c, x, y));
             }
             sum
         })
         .collect()
+}
+
+/// Partial sums a block is added into, entry `i` into sum `i mod LANES`.
+const LANES: usize = 8;
+
+/// `Σ_i f(a_i, b_i)` (`b_i = 0` without `b`) in [`LANES`] interleaved partial sums, added
+/// pairwise at the end: the same order on every run and thread count, and independent adds the
+/// CPU can overlap and vectorise, where one running sum waits on each add in turn (the
+/// statistics loops were ~15 % of a training step that way).
+fn lane_sum(a: &[f32], b: Option<&[f32]>, f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let (a_lanes, a_rest) = (a.chunks_exact(LANES), a.chunks_exact(LANES).remainder());
+    match b {
+        Some(b) => {
+            let b_rest = b.chunks_exact(LANES).remainder();
+            for (xs, ys) in a_lanes.zip(b.chunks_exact(LANES)) {
+                for ((s, x), y) in acc.iter_mut().zip(xs).zip(ys) {
+                    *s += f(*x, *y);
+                }
+            }
+            for (l, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
+                acc[l] += f(*x, *y);
+            }
+        }
+        None => {
+            for xs in a_lanes {
+                for (s, x) in acc.iter_mut().zip(xs) {
+                    *s += f(*x, 0.0);
+                }
+            }
+            for (l, x) in a_rest.iter().enumerate() {
+                acc[l] += f(*x, 0.0);
+            }
+        }
+    }
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 }
 
 #[derive(Debug)]
@@ -85,8 +113,11 @@ impl Backward<Flex, 3> for HostNormBackward {
                             let (mean_dy, mean_dy_xhat) =
                                 ((sum_dy[c] / m) as f32, (sum_dy_xhat[c] / m) as f32);
                             let scale = gamma[c] * inv_std[c];
-                            for ((o, g), v) in out.iter_mut().zip(&dy[start..]).zip(&x[start..]) {
-                                *o = scale * (g - mean_dy - xhat(c, *v) * mean_dy_xhat);
+                            let (mean_c, inv_std_c) = (mean[c], inv_std[c]);
+                            let (dy, x) = (&dy[start..][..out.len()], &x[start..][..out.len()]);
+                            for ((o, g), v) in out.iter_mut().zip(dy).zip(x) {
+                                let xhat = (v - mean_c) * inv_std_c;
+                                *o = scale * (g - mean_dy - xhat * mean_dy_xhat);
                             }
                         });
                     grads.register::<Flex>(node.id, flex_tensor(dx, dims));
@@ -153,7 +184,7 @@ pub(crate) fn batch_norm_train(norm: &BatchNorm, input: &Tensor<4>) -> Option<Te
                     gamma[c] * inv_std[c],
                     beta[c] - gamma[c] * inv_std[c] * mean[c],
                 );
-                for (o, v) in out.iter_mut().zip(&xs[block * shape.hw..]) {
+                for (o, v) in out.iter_mut().zip(&xs[block * shape.hw..][..shape.hw]) {
                     *o = v * scale + shift;
                 }
             });
@@ -187,6 +218,28 @@ mod tests {
     use super::*;
     use burn::nn::BatchNormConfig;
     use burn::tensor::{Device, Distribution};
+
+    /// Every entry counted once, remainders included: exact on values whose sums f64 holds
+    /// exactly, for block lengths around multiples of the lane count.
+    #[test]
+    fn lane_sum_counts_every_entry_once() {
+        for len in 0..=41 {
+            let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i % 7) as f32 + 1.0).collect();
+            let plain: f64 = a.iter().map(|x| f64::from(*x)).sum();
+            let product: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            assert_eq!(
+                lane_sum(&a, None, |x, _| f64::from(x)),
+                plain,
+                "length {len}"
+            );
+            assert_eq!(
+                lane_sum(&a, Some(&b), |x, y| f64::from(x * y)),
+                product,
+                "length {len}"
+            );
+        }
+    }
 
     /// Output, the three gradients and the running statistics equal Burn's `BatchNorm`.
     #[test]
