@@ -105,10 +105,12 @@ impl Geometry {
                     let (x0, x1, _) = self.columns(j);
                     let row = &mut cols[((c * kh + i) * kw + j) * ho * w..][..ho * w];
                     let off = (i as isize - ph as isize) * w as isize + j as isize - pw as isize;
-                    // The part of `[y0·W, y1·W)` whose source `d + off` is inside the plane.
-                    let lo = ((y0 * w) as isize).max(-off);
-                    let hi = ((y1 * w) as isize).min(plane_len as isize - off);
-                    let (lo, hi) = (lo as usize, (hi as usize).max(lo as usize));
+                    // The part of `[y0·W, y1·W)` whose source `d + off` is inside the plane
+                    // (empty where the kernel reaches past a plane shorter than it).
+                    let (first, end) = ((y0 * w) as isize, (y1 * w) as isize);
+                    let lo = (-off).clamp(first, end);
+                    let hi = (plane_len as isize - off).clamp(lo, end);
+                    let (lo, hi) = (lo as usize, hi as usize);
                     row[..lo].fill(0.0);
                     row[hi..].fill(0.0);
                     if hi > lo {
@@ -432,6 +434,7 @@ mod tests {
             ([10, 4, 9, 8], [6, 4, 3, 3], [2, 2], [1, 1]),
             ([2, 3, 7, 7], [4, 3, 1, 1], [2, 2], [0, 0]),
             ([17, 2, 6, 5], [3, 2, 3, 2], [1, 2], [0, 1]),
+            ([2, 2, 1, 3], [3, 2, 5, 5], [1, 1], [2, 2]),
         ] {
             let x =
                 Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -485,6 +488,8 @@ mod tests {
             ([1, 2, 6, 7], [1, 2, 3, 1], [1, 0]),
             ([1, 1, 2, 2], [1, 1, 3, 3], [1, 1]),
             ([1, 1, 1, 3], [1, 1, 3, 3], [2, 1]),
+            ([1, 1, 1, 3], [1, 1, 5, 5], [2, 2]),
+            ([1, 1, 1, 2], [1, 1, 4, 3], [2, 1]),
             ([1, 4, 4, 4], [1, 4, 1, 1], [0, 0]),
         ] {
             let [_, _, h, w] = input;
