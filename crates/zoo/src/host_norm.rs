@@ -25,8 +25,8 @@ struct Shape {
     hw: usize,
 }
 
-/// Per channel: `(Σ a_i, Σ a_i · b_i)` over the `N` blocks of channel `c` (`b = None`: only the
-/// first sum).
+/// Per channel: `Σ f(c, a_i, b_i)` over the `N` blocks of channel `c` (`b = None`: `f` is given
+/// `a_i` again as its third argument, for sums of `a` alone).
 fn channel_sums(
     shape: Shape,
     a: &[f32],
@@ -40,7 +40,7 @@ fn channel_sums(
             for n in 0..shape.n {
                 let start = (n * shape.c + c) * shape.hw;
                 let block = &a[start..start + shape.hw];
-                let other = b.map(|b| &b[start..start + shape.hw]);
+                let other = b.map_or(block, |b| &b[start..start + shape.hw]);
                 sum += lane_sum(block, other, |x, y| f(c, x, y));
             }
             sum
@@ -51,35 +51,21 @@ fn channel_sums(
 /// Partial sums a block is added into, entry `i` into sum `i mod LANES`.
 const LANES: usize = 8;
 
-/// `Σ_i f(a_i, b_i)` (`b_i = 0` without `b`) in [`LANES`] interleaved partial sums, added
-/// pairwise at the end: the same order on every run and thread count, and independent adds the
-/// CPU can overlap and vectorise, where one running sum waits on each add in turn (the
-/// statistics loops were ~15 % of a training step that way).
-fn lane_sum(a: &[f32], b: Option<&[f32]>, f: impl Fn(f32, f32) -> f64) -> f64 {
+/// `Σ_i f(a_i, b_i)` in [`LANES`] interleaved partial sums, added pairwise at the end: the same
+/// order on every run and thread count, and independent adds the CPU can overlap and vectorise,
+/// where one running sum waits on each add in turn (docs/performance.md, "BatchNorm sums in
+/// eight lanes").
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
-    let (a_lanes, a_rest) = (a.chunks_exact(LANES), a.chunks_exact(LANES).remainder());
-    match b {
-        Some(b) => {
-            let b_rest = b.chunks_exact(LANES).remainder();
-            for (xs, ys) in a_lanes.zip(b.chunks_exact(LANES)) {
-                for ((s, x), y) in acc.iter_mut().zip(xs).zip(ys) {
-                    *s += f(*x, *y);
-                }
-            }
-            for (l, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
-                acc[l] += f(*x, *y);
-            }
+    let (a_lanes, b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_lanes.remainder(), b_lanes.remainder());
+    for (xs, ys) in a_lanes.zip(b_lanes) {
+        for ((s, x), y) in acc.iter_mut().zip(xs).zip(ys) {
+            *s += f(*x, *y);
         }
-        None => {
-            for xs in a_lanes {
-                for (s, x) in acc.iter_mut().zip(xs) {
-                    *s += f(*x, 0.0);
-                }
-            }
-            for (l, x) in a_rest.iter().enumerate() {
-                acc[l] += f(*x, 0.0);
-            }
-        }
+    }
+    for ((s, x), y) in acc.iter_mut().zip(a_rest).zip(b_rest) {
+        *s += f(*x, *y);
     }
     let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
     ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
@@ -228,13 +214,9 @@ mod tests {
             let b: Vec<f32> = (0..len).map(|i| (i % 7) as f32 + 1.0).collect();
             let plain: f64 = a.iter().map(|x| f64::from(*x)).sum();
             let product: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            assert_eq!(lane_sum(&a, &a, |x, _| f64::from(x)), plain, "length {len}");
             assert_eq!(
-                lane_sum(&a, None, |x, _| f64::from(x)),
-                plain,
-                "length {len}"
-            );
-            assert_eq!(
-                lane_sum(&a, Some(&b), |x, y| f64::from(x * y)),
+                lane_sum(&a, &b, |x, y| f64::from(x * y)),
                 product,
                 "length {len}"
             );
