@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use texprune::OutputLock;
 use texprune::burn::module::Module;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::GradientsParams;
@@ -309,6 +310,11 @@ fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for &t in &args.targets {
         Target::new(args.quantity, t).validate()?;
     }
+    // The comparison holds its folder; its `--only` workers write one run file each inside it.
+    let _lock = match args.only {
+        None => Some(OutputLock::acquire(&args.out)?),
+        Some(_) => None,
+    };
     let runs_dir = args.out.join("runs");
     std::fs::create_dir_all(&runs_dir)?;
     if let Some(spec) = &args.only {

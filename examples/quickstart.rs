@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use texprune::OutputLock;
 use texprune::burn::module::Module;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::tensor::Device;
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
+    let _lock = OutputLock::acquire(&args.out)?;
     let device = Device::default();
     let train_device = device.clone().autodiff();
     train_device.seed(args.seed);

@@ -41,6 +41,7 @@ use clap::{Parser, ValueEnum};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
+use texprune::OutputLock;
 use texprune::burn::data::dataset::Dataset;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::ModuleOptimizer;
@@ -427,6 +428,8 @@ fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // A bad configuration fails here, before any data is read or any file is written (the
     // schedule's length and the input size are placeholders until the data is known).
     Pruner::new(pruner_config(&args, 1, [32, 32]))?;
+    // One run per output folder, until this one ends (a killed run's lock goes with it).
+    let _lock = OutputLock::acquire(&args.out)?;
     let data = datasets(&args)?;
     let ([c, h, w], classes) = (data.shape, data.classes);
     println!(

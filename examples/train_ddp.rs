@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
+use texprune::OutputLock;
 use texprune::burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use texprune::burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use texprune::burn::train::checkpoint::KeepLastNCheckpoints;
@@ -170,7 +171,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.backend,
         count * args.batch
     );
-    let _ = std::fs::remove_dir_all(&args.out);
+    // A fresh run: the folder is locked, then emptied of an earlier run's files (the lock
+    // file stays, it is this run's).
+    let _lock = OutputLock::acquire(&args.out)?;
+    for entry in std::fs::read_dir(&args.out)? {
+        let path = entry?.path();
+        if path.file_name() == Some(texprune::output_lock::LOCK_FILE.as_ref()) {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
     let checkpointing =
         model.checkpointing(args.out.join("checkpoint"), KeepLastNCheckpoints::new(2));
     let optim = sgd(0.9, 0.0);

@@ -195,8 +195,10 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Checkpoint<T>, Checkpoin
     })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
-/// then renamed over `path`. A crash leaves either the old file or the new one, never a mix.
+/// Writes `bytes` to `path` atomically: a temporary file of a unique name in the same folder
+/// (`.<name>.<random>.tmp`, so that writers in several threads or processes never share one),
+/// flushed to disk, then renamed over `path`. A crash leaves either the old file or the new one,
+/// never a mix; of concurrent writers of one path, the last rename wins whole.
 ///
 /// # Errors
 /// The I/O error of creating, writing, flushing or renaming the temporary file (which is removed).
@@ -210,21 +212,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // The mode `File::create` gives (0o666 less the umask), not the temporary file's 0o600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
-    result
+    Ok(())
 }
 
 /// FNV-1a, 64 bits: `h = (h ^ byte) · 0x100000001b3` from `0xcbf29ce484222325`.

@@ -75,6 +75,7 @@ pub mod checkpoint;
 pub mod history;
 #[cfg(feature = "learner")]
 pub mod learner;
+pub mod output_lock;
 #[cfg(feature = "plots")]
 pub mod plots;
 pub mod pytorch;
@@ -85,6 +86,7 @@ pub use budget::{Phase, Quantity, Schedule, Target, ThresholdRamp};
 pub use checkpoint::CheckpointError;
 pub use error::PruneError;
 pub use masking::apply_stripe_masks;
+pub use output_lock::{LockError, OutputLock};
 #[cfg(feature = "plots")]
 pub use plots::PlotError;
 pub use pruner::{Fit, Pruner, PrunerConfig, PrunerState, STATE_VERSION, StepSummary};

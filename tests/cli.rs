@@ -13,6 +13,7 @@ use texprune::burn::optim::{SgdConfig, momentum::MomentumConfig};
 use texprune::burn::tensor::{Device, Distribution, Tensor};
 use texprune::checkpoint;
 use texprune::data::SplitMix64;
+use texprune::output_lock::{LOCK_FILE, OutputLock};
 use texprune::zoo::vgg::VggConfig;
 
 /// The `train` example, built by `cargo test` next to this test's binary.
@@ -63,11 +64,16 @@ fn run(args: &[&str], out: &Path, data: &Path) -> Output {
     train(args, out, data).output().unwrap()
 }
 
-/// Every file under `dir` with its bytes.
+/// Every file under `dir` with its bytes, but the output lock's file: each run that takes the
+/// lock writes its own process id there (a refused run that never got the lock writes nothing,
+/// which `a_second_run_on_a_folder_in_use_is_refused_and_changes_nothing` checks).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.file_name() == Some(LOCK_FILE.as_ref()) {
+            continue;
+        }
         if path.is_dir() {
             files.extend(snapshot(&path));
         } else {
@@ -127,8 +133,8 @@ fn assert_same_result(a: &Path, b: &Path) {
 }
 
 /// Twenty SIGKILLs at random moments (start-up, training steps, checkpoint writes, evaluation),
-/// each run resuming from the checkpoint the previous one left: every surviving checkpoint
-/// loads, and a chain of killed runs that finally completes ends exactly where an uninterrupted
+/// each run resuming from the checkpoint the previous one left (the killed run's output lock is
+/// gone with it): every surviving checkpoint loads, and a chain of killed runs that finally completes ends exactly where an uninterrupted
 /// run ends. Should a chain complete before the twentieth kill (a machine faster than the one
 /// that timed the uninterrupted run), it is compared and a new chain starts.
 #[test]
@@ -289,6 +295,65 @@ fn bad_input_ends_with_one_line_of_error_and_changes_nothing() {
     std::fs::copy(png, &images).unwrap();
     let header = run(&args, &out, &data);
     assert_refused(&header, "bad magic", &before, &out);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// One run per output folder: a second `train` on a folder another process holds ends at once
+/// with one line naming the folder and the holder, and changes nothing (the lock file included);
+/// the first run is not disturbed and completes.
+#[test]
+fn a_second_run_on_a_folder_in_use_is_refused_and_changes_nothing() {
+    let (root, data) = scratch("lock");
+    let out = root.join("run");
+    let args = ["--epochs", "1", "--threshold", "0.02"];
+    assert!(run(&args, &out, &data).status.success());
+
+    // Held by this test's process: the refused run leaves every byte as it was.
+    let held = OutputLock::acquire(&out).unwrap();
+    let before = snapshot(&out);
+    let lock = std::fs::read(out.join(LOCK_FILE)).unwrap();
+    for resume in [&[][..], &["--resume"]] {
+        let second = run(&[&args[..], resume].concat(), &out, &data);
+        let expect = format!("{}: in use by pid {}", out.display(), std::process::id());
+        assert_refused(&second, &expect, &before, &out);
+        assert_eq!(std::fs::read(out.join(LOCK_FILE)).unwrap(), lock);
+    }
+    drop(held);
+
+    // Two `train` processes at once: the second is refused while the first runs, which then
+    // completes as usual.
+    let long = ["--epochs", "20", "--threshold", "0.02"];
+    let mut first = train(&long, &out, &data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder = format!("pid {} (train)", first.id());
+    let waited = Instant::now();
+    while std::fs::read_to_string(out.join(LOCK_FILE))
+        .unwrap_or_default()
+        .trim()
+        != holder
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the first run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(&args, &out, &data);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: in use by {holder}", out.display())),
+        "{stderr}"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended before the second was refused: lengthen it"
+    );
+    assert!(first.wait().unwrap().success());
     std::fs::remove_dir_all(&root).unwrap();
 }
 
