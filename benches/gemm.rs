@@ -1,7 +1,8 @@
 //! The compact kernel's matrix product `Z [S, Cin] · X [Cin, columns]` on one thread, on the
 //! shapes compact ResNet-56 and VGG-16 run at 75 % and 0 % of the stripes removed (batch 64,
-//! 3×32×32): `matrixmultiply` (what ndarray's product calls) against `gemm` (what flex and the
-//! host kernel call; with its `x86-v4` feature it runs AVX-512 kernels where the CPU has them).
+//! 3×32×32): `matrixmultiply` (what ndarray's product calls) against the kernels' own
+//! `texprune_kernels::gemm::matmul` (the `gemm` crate, which flex calls too; with its `x86-v4`
+//! feature it runs AVX-512 kernels where the CPU has them).
 //! Criterion's throughput is in floating-point operations (`2 · S · Cin · columns`), so
 //! "elem/s" reads as FLOP/s.
 //!
@@ -10,6 +11,7 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use texprune_kernels::gemm::matmul;
 
 /// `[S, Cin, columns]`: stripe rows, input channels, columns of one GEMM.
 const SHAPES: [[usize; 3]; 7] = [
@@ -44,33 +46,6 @@ fn matrixmultiply_product(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize
     }
 }
 
-fn gemm_product(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
-    // SAFETY: as above; `read_dst = false`, so `c` is only written.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("stripe_gemm");
     for shape @ [m, k, n] in SHAPES {
@@ -79,7 +54,7 @@ fn bench(c: &mut Criterion) {
         let mut out = vec![0.0f32; m * n];
         let mut check = vec![0.0f32; m * n];
         matrixmultiply_product(&a, &b, &mut out, shape);
-        gemm_product(&a, &b, &mut check, shape);
+        matmul(&a, &b, &mut check, shape);
         let worst = out
             .iter()
             .zip(&check)
@@ -97,7 +72,7 @@ fn bench(c: &mut Criterion) {
             |bench, &s| bench.iter(|| matrixmultiply_product(&a, &b, &mut out, s)),
         );
         group.bench_with_input(BenchmarkId::new("gemm", &id), &shape, |bench, &s| {
-            bench.iter(|| gemm_product(&a, &b, &mut out, s))
+            bench.iter(|| matmul(&a, &b, &mut out, s))
         });
     }
     group.finish();

@@ -46,7 +46,7 @@ use texprune::checkpoint::write_atomic;
 use texprune::data::{ImageBatcher, ImageSet, Normalization, Split, mnist};
 use texprune::plots::{MethodSeries, plot_methods};
 use texprune::report::{Evaluation, RunReport};
-use texprune::sensitivity::{SensitivityReport, analyze};
+use texprune::sensitivity::{SensitivityReport, Sweep, analyze};
 use texprune::zoo::human;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{
@@ -613,8 +613,7 @@ fn sensitivity(
         &held,
         batcher,
         device,
-        &[0.03, 0.05, 0.1, 0.2, 0.3, 0.5],
-        0.01,
+        &Sweep::new(vec![0.03, 0.05, 0.1, 0.2, 0.3, 0.5], 0.01),
         |_| {},
     )?)
 }

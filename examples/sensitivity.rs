@@ -20,7 +20,7 @@ use texprune::burn::module::Module;
 use texprune::burn::tensor::Device;
 use texprune::checkpoint::write_atomic;
 use texprune::data::{ImageBatcher, Normalization, Split, mnist};
-use texprune::sensitivity::analyze;
+use texprune::sensitivity::{Sweep, analyze};
 use texprune::zoo::vgg::VggConfig;
 
 /// Sensitivity analysis of the quickstart's model.
@@ -73,8 +73,7 @@ fn run_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         &held_out,
         &batcher,
         &device,
-        &args.thresholds,
-        args.tolerance,
+        &Sweep::new(args.thresholds.clone(), args.tolerance),
         |_| bar.inc(1),
     )?;
     bar.finish();

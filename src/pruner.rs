@@ -6,7 +6,7 @@ use burn::config::Config;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
-use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams, Term};
+use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams};
 use texprune_dtc::{
     DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
 };
@@ -321,19 +321,6 @@ impl Pruner {
             .cdp
             .evaluate(&Self::layer_params(&layers))
             .map(|p| p.total))
-    }
-
-    /// Per-term values of the penalty of `model` (reads the device).
-    ///
-    /// # Errors
-    /// As [`Pruner::penalty`].
-    pub fn penalty_terms<M: Prunable>(&self, model: &M) -> Result<Vec<(Term, f64)>, PruneError> {
-        let layers = self.layers(model)?;
-        Ok(self
-            .cdp
-            .evaluate(&Self::layer_params(&layers))
-            .map(|p| p.terms.into_iter().map(|(t, v)| (t, scalar(v))).collect())
-            .unwrap_or_default())
     }
 
     /// One training step's pruning work: adds the CDP penalty to `loss`, back-propagates,
@@ -738,8 +725,4 @@ fn read_scalars(loss: Tensor<1>, penalty: Option<Tensor<1>>) -> (f64, f64) {
             .unwrap_or(f64::NAN)
     };
     (value(0), if penalty.is_some() { value(1) } else { 0.0 })
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
 }

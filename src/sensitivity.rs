@@ -1,8 +1,8 @@
 //! Per-layer sensitivity to pruning, and whether the filter texture distribution predicts it.
 //!
-//! For each thresholded layer alone, the DTC mask at a sweep of base thresholds `δ`
-//! (`|S[f,i,j]| > δ · mean(L) / L_f`, METHOD §4) is applied to that layer only and the model is
-//! evaluated: accuracy and loss against the unpruned baseline. A layer's *sensitivity* is its mean
+//! For each thresholded layer alone, the DTC mask at a sweep of base thresholds `δ` (by the DTC
+//! container's rule, [`Sweep::rule`]: DTC's own `|S[f,i,j]| > δ · mean(L) / L_f`, METHOD §4, by
+//! default) is applied to that layer only and the model is evaluated: accuracy and loss against the unpruned baseline. A layer's *sensitivity* is its mean
 //! accuracy drop over the sweep; its *tolerated threshold* the largest `δ` whose drop stays within
 //! the tolerance. Beside it, the layer's texture statistics (mean and spread of the filter
 //! similarity to the layer mean, METHOD §2), and across layers the Spearman rank correlation of
@@ -13,12 +13,43 @@ use burn::tensor::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem};
-use texprune_dtc::{filter_thresholds, stripe_mask};
+use texprune_dtc::{DtcConfig, LayerValues, ThresholdContainer, ThresholdRule};
 use texprune_zoo::{Classifier, Prunable, PrunableLayer};
 
 use crate::layer_texture::{mean_std, textures};
 use crate::masking::MaskMapper;
 use crate::report::{MeasureError, evaluate};
+
+/// What [`analyze`] sweeps: the base thresholds `δ`, the accuracy-drop tolerance, and the rule
+/// that turns `δ` into a layer's mask (the one the pruner is configured with, `DtcConfig::rule`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// Base thresholds `δ`, ascending.
+    pub thresholds: Vec<f64>,
+    /// Largest accuracy drop a tolerated threshold may cost.
+    pub tolerance: f64,
+    /// How `δ` becomes a mask.
+    pub rule: ThresholdRule,
+}
+
+impl Sweep {
+    /// `thresholds` and `tolerance` with DTC's per-filter rule.
+    #[must_use]
+    pub fn new(thresholds: Vec<f64>, tolerance: f64) -> Self {
+        Self {
+            thresholds,
+            tolerance,
+            rule: ThresholdRule::PerFilter,
+        }
+    }
+
+    /// With another threshold rule.
+    #[must_use]
+    pub fn with_rule(mut self, rule: ThresholdRule) -> Self {
+        self.rule = rule;
+        self
+    }
+}
 
 /// One point of a layer's sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,8 +135,9 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
     cov / (va * vb).sqrt()
 }
 
-/// Sweeps every thresholded layer of `model` alone over `thresholds` on `set`, layers in
-/// parallel (rayon). `progress` is called after each layer with its name.
+/// Sweeps every thresholded layer of `model` alone over `sweep`'s thresholds on `set`, each
+/// mask made by the DTC container with `sweep.rule`, layers in parallel (rayon). `progress` is
+/// called after each layer with its name.
 ///
 /// # Errors
 /// As [`crate::report::evaluate`], on the held-out set, for any point of the sweep.
@@ -114,8 +146,7 @@ pub fn analyze<M, D>(
     set: &D,
     batcher: &ImageBatcher,
     device: &Device,
-    thresholds: &[f64],
-    tolerance: f64,
+    sweep: &Sweep,
     progress: impl Fn(&str) + Sync,
 ) -> Result<SensitivityReport, MeasureError>
 where
@@ -137,10 +168,15 @@ where
                 .iter()
                 .find(|t| t.name == layer.name)
                 .map_or((f64::NAN, f64::NAN), |t| mean_std(&t.similarity));
-            let mut points = Vec::with_capacity(thresholds.len());
-            for &threshold in thresholds {
-                let skeleton = layer.skeleton.clone();
-                let mask = stripe_mask(skeleton.clone(), filter_thresholds(skeleton, threshold));
+            // A container of its own per layer: no mask in force, so each point is the rule's
+            // mask at that δ alone.
+            let dtc = ThresholdContainer::new(DtcConfig::new().with_rule(sweep.rule))
+                .expect("the default DTC configuration is valid");
+            let mut points = Vec::with_capacity(sweep.thresholds.len());
+            for &threshold in &sweep.thresholds {
+                let values =
+                    LayerValues::new(layer.skeleton.clone()).with_weight(layer.weight.clone());
+                let mask = dtc.preview(0, values, threshold).stripes;
                 let live: i64 = mask.clone().int().sum().into_scalar();
                 let live_fraction = live as f64 / mask.dims().iter().product::<usize>() as f64;
                 let mut mapper = MaskMapper::default();
@@ -166,7 +202,7 @@ where
                 tolerated_threshold: points
                     .iter()
                     .zip(&drops)
-                    .take_while(|(_, d)| **d <= tolerance)
+                    .take_while(|(_, d)| **d <= sweep.tolerance)
                     .last()
                     .map(|(p, _)| p.threshold),
                 points,
@@ -190,7 +226,7 @@ where
     Ok(SensitivityReport {
         baseline_accuracy,
         baseline_loss,
-        tolerance,
+        tolerance: sweep.tolerance,
         layers,
         correlations,
     })

@@ -529,7 +529,7 @@ mod analysis {
     use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
     use texprune::history::TextureHistory;
     use texprune::report::{RunReport, write_run};
-    use texprune::sensitivity::analyze;
+    use texprune::sensitivity::{Sweep, analyze};
     use texprune::zoo::resnet::ResNetConfig;
     use texprune::{Classifier, Costed};
 
@@ -616,8 +616,7 @@ mod analysis {
             &set,
             &batcher,
             &device,
-            &[0.5, 1.0, 3.0],
-            0.01,
+            &Sweep::new(vec![0.5, 1.0, 3.0], 0.01),
             |_| {},
         )
         .unwrap();
@@ -667,6 +666,39 @@ mod analysis {
         assert_eq!((point.threshold, point.live_fraction), (3.0, 0.0));
         assert_eq!((point.accuracy, point.loss), (accuracy, loss));
         assert_eq!(report.correlations.len(), 2);
+        // With another rule the sweep follows it: the smallest-norm rule's point at δ = 0.5 is
+        // the pruner's with that rule, and not the per-filter rule's point at the same δ.
+        let rule = texprune::ThresholdRule::FilterNorm;
+        let by_norm = analyze(
+            &model,
+            &set,
+            &batcher,
+            &device,
+            &Sweep::new(vec![0.5], 0.01).with_rule(rule),
+            |_| {},
+        )
+        .unwrap();
+        let others: Vec<String> = names.iter().filter(|n| *n != name).cloned().collect();
+        let mut dtc = Pruner::new(
+            PrunerConfig::new(
+                CdpConfig::new(),
+                DtcConfig::new().with_threshold(0.5).with_rule(rule),
+            )
+            .with_exempt(others),
+        )
+        .unwrap();
+        dtc.threshold_step(&model, &mut GradientsParams::new())
+            .unwrap();
+        let masked = dtc.apply_masks(model.clone());
+        let expected = texprune::report::evaluate(&masked, &set, &batcher, 256, &device).unwrap();
+        let by_norm = &by_norm
+            .layers
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap()
+            .points[0];
+        assert_eq!((by_norm.accuracy, by_norm.loss), expected);
+        assert_ne!(by_norm.live_fraction, layer.points[0].live_fraction);
 
         let dir = std::env::temp_dir().join(format!("texprune-analysis-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

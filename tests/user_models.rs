@@ -14,7 +14,6 @@ use texprune::burn::tensor::activation::relu;
 use texprune::burn::tensor::module::adaptive_avg_pool2d;
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
-use texprune::zoo::compact::StripeLayout;
 use texprune::{
     Activation, CostReport, LayerKind, Prunable, PrunableLayers, PruneError, Pruner, PrunerConfig,
     Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target, ZooError, apply_stripe_masks, compact,
@@ -218,7 +217,7 @@ fn a_residual_net_compacts_into_its_own_type_exactly() {
         let wide = compacted.wide.weight_dims()[0];
         assert_eq!(compacted.head.weight.dims()[0], wide);
         removed_somewhere |= inner < 2 * WIDTH || compacted.down.weight_dims()[0] < 2 * WIDTH;
-        let stripes = |c: &SkeletonConv2d| StripeLayout::of(c).live_stripes();
+        let stripes = |c: &SkeletonConv2d| c.stripe_layout().live_stripes();
         assert!(stripes(&compacted.inner) < 2 * WIDTH * 9, "seed {seed}");
         assert!(compacted.wide.is_stripe_wise() && !model.wide.is_stripe_wise());
     }
@@ -239,8 +238,8 @@ fn a_dead_residual_branch_adds_its_constant() {
     let x = images(4, &mut rng, &device);
     let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
     assert!(err <= 1e-5 && same, "relative error {err}");
-    assert_eq!(StripeLayout::of(&compacted.inner).live_stripes(), 0);
-    assert_eq!(StripeLayout::of(&compacted.outer).live_stripes(), 0);
+    assert_eq!(compacted.inner.stripe_layout().live_stripes(), 0);
+    assert_eq!(compacted.outer.stripe_layout().live_stripes(), 0);
     let cost = CostReport::of_model(&compacted).unwrap();
     let macs = |name: &str| cost.layers.iter().find(|l| l.name == name).unwrap().macs;
     assert_eq!((macs("inner"), macs("outer")), (0, 0));

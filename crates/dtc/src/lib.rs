@@ -25,7 +25,7 @@ mod masks;
 pub use config::{DtcConfig, DtcError, ThresholdRule};
 pub use container::{DtcState, LayerMasks, LayerValues, ThresholdContainer};
 pub use masks::{
-    alive_filters, filter_norms, filter_thresholds, global_thresholds, mask_channels, mask_stripes,
+    alive_filters, filter_norms, filter_thresholds, global_thresholds, mask_stripes,
     skeleton_norms, smallest_norm_thresholds, stripe_mask,
 };
 

@@ -81,11 +81,6 @@ pub fn mask_stripes(t: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
     t.mask_fill(mask.bool_not(), 0.0)
 }
 
-/// Zeroes the channels of `t [C]` where `alive` is false (NaN included).
-pub fn mask_channels(t: Tensor<1>, alive: Tensor<1, Bool>) -> Tensor<1> {
-    t.mask_fill(alive.bool_not(), 0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,9 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compact::{CompactionPlan, StripeLayout};
+use texprune_kernels::output_size;
+
+use crate::compact::CompactionPlan;
 use crate::{Prunable, PrunableLayers, SkeletonConv2d, ZooError};
 
 /// A model whose params, FLOPs and MACs can be counted.
@@ -71,16 +73,6 @@ pub struct CostReport {
     pub input: [usize; 3],
     /// The layers, in forward order.
     pub layers: Vec<LayerCost>,
-}
-
-/// Output size of a window of `kernel` with `stride` and `padding` over `size`.
-pub(crate) fn output_size(
-    size: [usize; 2],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-) -> [usize; 2] {
-    core::array::from_fn(|d| (size[d] + 2 * padding[d]).saturating_sub(kernel[d]) / stride[d] + 1)
 }
 
 impl CostReport {
@@ -177,7 +169,7 @@ impl CostReport {
         let out = output_size(hw, [kh, kw], conv.stride, conv.padding);
         let bias = conv.bias.is_some();
         if conv.is_stripe_wise() {
-            let stripes = StripeLayout::of(conv).live_stripes();
+            let stripes = conv.stripe_layout().live_stripes();
             self.stripe_conv(name, [cin, cout], stripes, [kh, kw], conv.stride, out, bias);
         } else {
             self.conv(name, [cin, cout], [kh, kw], conv.stride, out, bias);

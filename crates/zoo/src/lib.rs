@@ -23,10 +23,6 @@ mod classifier;
 pub mod compact;
 mod cost;
 mod error;
-#[cfg(feature = "flex")]
-mod host_conv;
-#[cfg(feature = "flex")]
-mod host_norm;
 mod prunable;
 pub mod resnet;
 mod skeleton_conv;

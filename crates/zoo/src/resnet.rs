@@ -30,13 +30,12 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::compact::StripeLayout;
 use crate::compact::plan::{host, norm_of_bias, norm_values};
-use crate::cost::output_size;
 use crate::{
     Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
     ZooError,
 };
+use texprune_kernels::output_size;
 
 /// Which ResNet family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,7 +326,7 @@ impl Block {
     /// live stripe (`None` while the branch computes something).
     pub fn folded_constant(&self) -> Option<Vec<f64>> {
         let (conv, norm) = (self.convs.last()?, self.norms.last()?);
-        if !conv.is_stripe_wise() || StripeLayout::of(conv).live_stripes() > 0 {
+        if !conv.is_stripe_wise() || conv.stripe_layout().live_stripes() > 0 {
             return None;
         }
         let values = norm_values(norm);

@@ -10,8 +10,8 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::compact::stripes;
-use crate::cost::output_size;
 use crate::{Activation, ZooError};
+use texprune_kernels::output_size;
 
 /// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
 ///
@@ -243,9 +243,9 @@ impl SkeletonConv2d {
             return stripes::forward_with(self, input, Some(norm), residual, activation);
         }
         let y = self.forward(input);
-        // Training on flex: BatchNorm's statistics without layout changes (`host_norm`).
+        // Training on flex: BatchNorm's statistics without layout changes (`texprune_kernels::train_norm`).
         #[cfg(feature = "flex")]
-        let y = match crate::host_norm::batch_norm_train(norm, &y) {
+        let y = match texprune_kernels::train_norm::batch_norm_train(norm, &y) {
             Some(normed) => normed,
             None => norm.forward(y),
         };
@@ -260,9 +260,11 @@ impl SkeletonConv2d {
     /// The dense forward pass `conv2d(x, W ⊙ S[:, None]) + b`, whatever the marker says.
     pub fn forward_dense(&self, input: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val() * self.skeleton.val().unsqueeze_dim(1);
-        // Training on flex: the host GEMMs with their own backward pass (`host_conv`).
+        // Training on flex: the host GEMMs with their own backward pass (`texprune_kernels::train_conv`).
         #[cfg(feature = "flex")]
-        if let Some(y) = crate::host_conv::conv2d(&input, &weight, self.stride, self.padding) {
+        if let Some(y) =
+            texprune_kernels::train_conv::conv2d(&input, &weight, self.stride, self.padding)
+        {
             return match &self.bias {
                 Some(b) => y + b.val().reshape([1, self.weight_dims()[0], 1, 1]),
                 None => y,

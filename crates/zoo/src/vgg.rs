@@ -17,12 +17,12 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::compact::{max_pool_2x2, runs_on_host, with_values};
-use crate::cost::output_size;
 use crate::{
     Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
     ZooError,
 };
+use texprune_kernels::pool::max_pool_2x2;
+use texprune_kernels::{output_size, runs_on_host, with_values};
 
 /// One entry of a VGG layer list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -255,7 +255,7 @@ fn measure<M: Prunable + Classifier + Costed>(
     let convs = compact
         .collect_prunable()
         .iter()
-        .map(|l| (l.name.clone(), StripeLayout::of_layer(l)))
+        .map(|l| (l.name.clone(), l.stripe_layout()))
         .collect();
     Ok(Compacted {
         masked_output: x.clone().map(|x| model.logits(x)),

@@ -17,9 +17,6 @@
 //! model (`pruner.apply_masks(model)`), load that record into a fresh model and compact again:
 //! compaction is a pure function of the masked weights.
 
-mod host_buffer;
-mod host_gemm;
-mod host_kernel;
 pub mod plan;
 mod rewrite;
 pub mod stripes;
@@ -28,7 +25,7 @@ pub mod stripes;
 mod tests;
 
 pub use plan::{CompactionPlan, ConvPlan, LayerState};
-pub use stripes::{StripeLayout, StripePosition};
+pub use texprune_kernels::{StripeLayout, StripePosition};
 
 use crate::{Prunable, ZooError};
 
@@ -46,9 +43,3 @@ pub fn compact<M: Prunable>(model: M) -> Result<M, ZooError> {
     let plan = CompactionPlan::of(&layers)?;
     Ok(model.map(&mut rewrite::Rewrite::new(&layers, &plan)))
 }
-
-pub(crate) use host_buffer::with_values;
-#[cfg(feature = "flex")]
-pub(crate) use host_gemm::{Operand, matmul_strided};
-pub(crate) use host_kernel::{Scratch, max_pool_2x2};
-pub(crate) use stripes::runs_on_host;

@@ -13,128 +13,33 @@ use burn::nn::BatchNorm;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, Int, Slice, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
+use texprune_kernels::{Epilogue, StripeLayout, runs_on_host, stripe_conv, with_values};
 
-use super::host_buffer::with_values;
-use super::host_kernel::{self, Epilogue, Geometry};
 use super::plan::{host, norm_of_bias, norm_values};
-use crate::cost::output_size;
 use crate::{Activation, PrunableLayer, SkeletonConv2d};
 
-/// The live stripes at one kernel position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StripePosition {
-    /// Kernel position `(i, j)`.
-    pub offset: [usize; 2],
-    /// Output channels that keep their stripe at this position, ascending.
-    pub filters: Vec<usize>,
+impl PrunableLayer {
+    /// The live stripes of this declared layer as it is: its non-zero skeleton entries.
+    #[must_use]
+    pub fn stripe_layout(&self) -> StripeLayout {
+        let skeleton: Vec<f32> = self.skeleton.clone().into_data().iter::<f32>().collect();
+        let geometry = (self.stride, self.padding);
+        StripeLayout::from_skeleton(self.weight_dims(), geometry, self.bias.is_some(), &skeleton)
+    }
 }
 
-/// Which stripes of a conv are live, position by position: what a stripe-wise conv computes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StripeLayout {
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Kernel size.
-    pub kernel_size: [usize; 2],
-    /// Stride `[sh, sw]`.
-    pub stride: [usize; 2],
-    /// Zero padding.
-    pub padding: [usize; 2],
-    /// Whether the conv has a bias.
-    pub bias: bool,
-    /// The kernel positions that have live stripes, in row-major order.
-    pub positions: Vec<StripePosition>,
+impl SkeletonConv2d {
+    /// The live stripes of this conv as it is: its non-zero skeleton entries.
+    #[must_use]
+    pub fn stripe_layout(&self) -> StripeLayout {
+        layout_of(self, &skeleton_values(self))
+    }
 }
 
-impl StripeLayout {
-    /// The layout of a declared layer as it is: its non-zero skeleton entries.
-    pub fn of_layer(layer: &PrunableLayer) -> Self {
-        let skeleton: Vec<f32> = layer.skeleton.clone().into_data().iter::<f32>().collect();
-        let geometry = (layer.stride, layer.padding);
-        Self::from_skeleton(
-            layer.weight_dims(),
-            geometry,
-            layer.bias.is_some(),
-            &skeleton,
-        )
-    }
-
-    /// The layout of `conv` as it is: its non-zero skeleton entries.
-    pub fn of(conv: &SkeletonConv2d) -> Self {
-        Self::of_values(conv, &skeleton_values(conv))
-    }
-
-    /// The layout of `conv` whose skeleton is `skeleton` (host copy).
-    fn of_values(conv: &SkeletonConv2d, skeleton: &[f32]) -> Self {
-        let (geometry, bias) = ((conv.stride, conv.padding), conv.bias.is_some());
-        Self::from_skeleton(conv.weight_dims(), geometry, bias, skeleton)
-    }
-
-    /// The non-zero entries of `skeleton [Cout, kh, kw]` (row-major) for a conv of this
-    /// geometry.
-    fn from_skeleton(
-        [cout, cin, kh, kw]: [usize; 4],
-        (stride, padding): ([usize; 2], [usize; 2]),
-        bias: bool,
-        skeleton: &[f32],
-    ) -> Self {
-        let positions = (0..kh * kw)
-            .filter_map(|p| {
-                let filters: Vec<usize> = (0..cout)
-                    .filter(|&f| skeleton[f * kh * kw + p] != 0.0)
-                    .collect();
-                (!filters.is_empty()).then_some(StripePosition {
-                    offset: [p / kw, p % kw],
-                    filters,
-                })
-            })
-            .collect();
-        Self {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [kh, kw],
-            stride,
-            padding,
-            bias,
-            positions,
-        }
-    }
-
-    /// Number of live stripes.
-    pub fn live_stripes(&self) -> usize {
-        self.positions.iter().map(|p| p.filters.len()).sum()
-    }
-
-    /// The live-stripe mask `[out_channels, kh, kw]`, row-major.
-    pub fn stripe_mask(&self) -> Vec<bool> {
-        let [kh, kw] = self.kernel_size;
-        let mut mask = vec![false; self.out_channels * kh * kw];
-        for p in &self.positions {
-            let [i, j] = p.offset;
-            for &f in &p.filters {
-                mask[(f * kh + i) * kw + j] = true;
-            }
-        }
-        mask
-    }
-
-    /// The bounding box `[rows, columns]` of the kernel positions with live stripes; `None`
-    /// when no stripe is live.
-    pub fn live_box(&self) -> Option<[std::ops::Range<usize>; 2]> {
-        let span = |axis: usize| {
-            let along = self.positions.iter().map(|p| p.offset[axis]);
-            Some(along.clone().min()?..along.max()? + 1)
-        };
-        Some([span(0)?, span(1)?])
-    }
-
-    /// Output size for an input of size `hw`.
-    pub fn output_size(&self, hw: [usize; 2]) -> [usize; 2] {
-        output_size(hw, self.kernel_size, self.stride, self.padding)
-    }
+/// The layout of `conv` whose skeleton is `skeleton` (host copy).
+fn layout_of(conv: &SkeletonConv2d, skeleton: &[f32]) -> StripeLayout {
+    let (geometry, bias) = ((conv.stride, conv.padding), conv.bias.is_some());
+    StripeLayout::from_skeleton(conv.weight_dims(), geometry, bias, skeleton)
 }
 
 /// The layout and packed weights of a stripe-wise conv, keyed by the ids of the weight and
@@ -172,7 +77,7 @@ impl PackCache {
         if let Some(p) = self.lock().as_ref().filter(|p| p.ids == ids) {
             return p.layout.clone();
         }
-        let layout = Arc::new(StripeLayout::of(conv));
+        let layout = Arc::new(conv.stripe_layout());
         *self.lock() = Some(Packed {
             ids,
             layout: layout.clone(),
@@ -193,7 +98,7 @@ impl PackCache {
             return (layout.clone(), weights.clone());
         }
         let skeleton = skeleton_values(conv);
-        let layout = Arc::new(StripeLayout::of_values(conv, &skeleton));
+        let layout = Arc::new(layout_of(conv, &skeleton));
         let weights = Arc::new(packed_weights(conv, &layout, &skeleton));
         *self.lock() = Some(Packed {
             ids,
@@ -224,7 +129,7 @@ pub(crate) fn forward(conv: &SkeletonConv2d, input: Tensor<4>) -> Tensor<4> {
 
 /// `act(norm(conv(x)) + residual)` stripe-wise. On the host kernel the bias, the norm (in
 /// inference form), the residual and the activation are the kernel's output pass
-/// ([`host_kernel::Epilogue`]); elsewhere the norm is folded into one conv ([`forward_device`]). The caller
+/// ([`Epilogue`]); elsewhere the norm is folded into one conv ([`forward_device`]). The caller
 /// checks that `norm` has `Cout` channels and `residual` the output's shape.
 pub(crate) fn forward_with(
     conv: &SkeletonConv2d,
@@ -365,7 +270,8 @@ fn pad_or_crop(x: Tensor<4>, before: [isize; 2], after: [isize; 2]) -> Tensor<4>
     ])
 }
 
-/// The forward pass through [`host_kernel`] (f32 on a CPU backend, no autodiff), with its
+/// The forward pass through the host kernel ([`stripe_conv`]: f32 on a CPU backend, no
+/// autodiff), with its
 /// output pass.
 fn forward_host(
     layout: &StripeLayout,
@@ -375,15 +281,10 @@ fn forward_host(
     residual: Option<Tensor<4>>,
 ) -> Tensor<4> {
     let device = input.device();
-    let [batch, cin, h, w] = input.dims();
-    let [ho, wo] = layout.output_size([h, w]);
-    let geometry = Geometry {
-        input: [cin, h, w],
-        output: [ho, wo],
-    };
-    let conv = |x: &[f32], r: Option<&[f32]>| {
-        host_kernel::stripe_conv(layout, x, w_all, geometry, epilogue, r)
-    };
+    let geometry = layout.geometry(input.dims());
+    let [batch, _, _, _] = geometry.input;
+    let [ho, wo] = geometry.output;
+    let conv = |x: &[f32], r: Option<&[f32]>| stripe_conv(layout, x, w_all, geometry, epilogue, r);
     let out = with_values(input, |x| match residual {
         Some(r) => with_values(r, |r| conv(x, Some(r))),
         None => conv(x, None),
@@ -416,26 +317,4 @@ fn packed_weights(conv: &SkeletonConv2d, layout: &StripeLayout, skeleton: &[f32]
         }
     }
     packed
-}
-
-/// Whether `input` is an f32 tensor of a CPU backend without autodiff, where
-/// [`host_kernel`] is faster than backend tensor ops.
-pub(crate) fn runs_on_host(input: &Tensor<4>) -> bool {
-    let device = input.device();
-    input.dtype() == burn::tensor::DType::F32 && !device.is_autodiff() && is_cpu(&device)
-}
-
-/// Whether `device` is one of Burn's CPU backends compiled in (`flex`, `ndarray`).
-fn is_cpu(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    if *device == Device::flex() {
-        return true;
-    }
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    if *device == Device::ndarray() {
-        return true;
-    }
-    let _ = device;
-    false
 }

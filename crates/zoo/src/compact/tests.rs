@@ -258,7 +258,7 @@ fn all_dead_vgg_still_runs_and_matches() {
         &mut rng,
     );
     let compact = compact(model.clone()).unwrap();
-    assert_eq!(StripeLayout::of(&compact.convs[1]).live_stripes(), 0);
+    assert_eq!(compact.convs[1].stripe_layout().live_stripes(), 0);
     // Every channel is dead: each conv keeps one exactly-zero channel, the classifier its rows.
     assert_eq!(compact.convs[1].weight_dims()[..2], [1, 1]);
     assert_eq!(compact.classifier.weight.dims()[0], 32 * 32 / 4);
@@ -326,7 +326,7 @@ fn host_kernel_equals_device_path() {
             let x = input([5, 5, size, size], &mut rng, &device);
             let dense = conv.forward(x.clone());
             let compact = conv.with_stripe_execution(true);
-            let layout = StripeLayout::of(&compact);
+            let layout = compact.stripe_layout();
             // The host kernel groups images per GEMM by thread count: one thread puts all five
             // images in one group, three threads make groups of 2, 2 and 1.
             let on = |threads: usize| {
@@ -420,7 +420,7 @@ fn fused_norm_residual_activation_equals_the_steps() {
                     Some(r) => steps + r.clone(),
                     None => steps,
                 });
-                let layout = StripeLayout::of(&compact);
+                let layout = compact.stripe_layout();
                 let fused = compact.forward_norm(x.clone(), &norm, r.clone(), activation);
                 let folded = stripes::forward_device(
                     &compact,
@@ -496,7 +496,7 @@ fn device_path_crops_to_the_live_box() {
             let x = input([2, 4, 8, 7], &mut rng, &device);
             let dense = conv.forward(x.clone());
             let compact = conv.with_stripe_execution(true);
-            let layout = StripeLayout::of(&compact);
+            let layout = compact.stripe_layout();
             let y = stripes::forward_device(&compact, &layout, x, None, None, Activation::Identity);
             let what = format!("k{kh}x{kw} s{stride} p{padding:?} {pattern:?}");
             assert_eq!(y.dims(), dense.dims(), "{what}");
@@ -517,7 +517,7 @@ fn host_max_pool_equals_burns() {
             .init()
             .forward(x.clone());
         let data: Vec<f32> = x.into_data().iter::<f32>().collect();
-        let host = super::host_kernel::max_pool_2x2(&data, [6, size, size]);
+        let host = texprune_kernels::pool::max_pool_2x2(&data, [6, size, size]);
         let expected: Vec<f32> = burn.clone().into_data().iter::<f32>().collect();
         assert_eq!(burn.dims(), [2, 3, size / 2, size / 2]);
         assert_eq!(host, expected, "size {size}");

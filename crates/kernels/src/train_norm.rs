@@ -15,7 +15,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use rayon::prelude::*;
 
-use crate::host_conv::{Flex, FlexTensor, Train, flex_tensor, with_values};
+use crate::flex::{Flex, FlexTensor, Train, flex_tensor, flex_values};
 
 /// `[N, C, H·W]`.
 #[derive(Debug, Clone, Copy)]
@@ -83,8 +83,8 @@ impl Backward<Flex, 3> for HostNormBackward {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let m = (shape.n * shape.hw) as f64;
-        with_values(&dy, |dy| {
-            with_values(&x, |x| {
+        flex_values(&dy, |dy| {
+            flex_values(&x, |x| {
                 let xhat = |c: usize, v: f32| (v - mean[c]) * inv_std[c];
                 let sum_dy = channel_sums(shape, dy, None, |_, g, _| f64::from(g));
                 let sum_dy_xhat =
@@ -123,7 +123,8 @@ impl Backward<Flex, 3> for HostNormBackward {
 /// `norm.forward(input)` in training mode through this module's kernels, running statistics
 /// updated as Burn's `BatchNorm` updates them, when the input is f32 on `Autodiff<Flex>` and the
 /// norm is training; `None` otherwise (the caller uses Burn's).
-pub(crate) fn batch_norm_train(norm: &BatchNorm, input: &Tensor<4>) -> Option<Tensor<4>> {
+#[must_use]
+pub fn batch_norm_train(norm: &BatchNorm, input: &Tensor<4>) -> Option<Tensor<4>> {
     let dims = input.dims();
     let [n, c, h, w] = dims;
     if input.dtype() != DType::F32 || !norm.training.is_enabled() || norm.gamma.dims() != [c] {
@@ -142,10 +143,10 @@ pub(crate) fn batch_norm_train(norm: &BatchNorm, input: &Tensor<4>) -> Option<Te
         beta.into_primitive(),
     );
     let (gamma, beta) = (
-        with_values(&gamma, <[f32]>::to_vec),
-        with_values(&beta, <[f32]>::to_vec),
+        flex_values(&gamma, <[f32]>::to_vec),
+        flex_values(&beta, <[f32]>::to_vec),
     );
-    let (y, mean, variance, inv_std) = with_values(&x, |xs| {
+    let (y, mean, variance, inv_std) = flex_values(&x, |xs| {
         let mean: Vec<f32> = channel_sums(shape, xs, None, |_, v, _| f64::from(v))
             .into_iter()
             .map(|s| (s / m) as f32)

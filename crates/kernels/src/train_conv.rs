@@ -14,34 +14,19 @@
 //! It is taken for f32 tensors on `Autodiff<Flex>` (the default training device); every other
 //! backend and type keeps Burn's `conv2d`.
 
-use burn::backend::ops::FloatTensorOps;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use rayon::prelude::*;
 
-use crate::compact::{Operand, Scratch, matmul_strided};
-
-pub(crate) type Flex = burn_flex::Flex;
-pub(crate) type Train = burn_autodiff::Autodiff<Flex>;
-pub(crate) type FlexTensor = <Flex as burn::backend::BackendTypes>::FloatTensorPrimitive;
+use crate::flex::{Flex, FlexTensor, Train, flex_tensor, flex_values};
+use crate::gemm::{Operand, matmul_strided};
+use crate::geometry::Geometry;
+use crate::scratch::Scratch;
 
 /// Images per weight-gradient partial sum.
 const CHUNK: usize = 8;
-
-/// The geometry of one convolution.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    /// `[N, Cin, H, W]`.
-    input: [usize; 4],
-    /// `[Cout, Cin, kh, kw]`.
-    weight: [usize; 4],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    /// `[Ho, Wo]`.
-    output: [usize; 2],
-}
 
 impl Geometry {
     /// `Cin · kh · kw`.
@@ -336,18 +321,6 @@ fn tree_sum(mut parts: Vec<Vec<f32>>) -> Option<Vec<f32>> {
     parts.pop()
 }
 
-/// Runs `f` on the values of a flex tensor, row-major (borrowed when the tensor is contiguous).
-pub(crate) fn with_values<R>(tensor: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
-    match tensor.as_slice::<f32>() {
-        Some(v) => f(v),
-        None => f(tensor.to_contiguous().as_slice::<f32>().unwrap_or_default()),
-    }
-}
-
-pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    Flex::float_from_data(TensorData::new(values, shape), &burn_flex::FlexDevice)
-}
-
 #[derive(Debug)]
 struct HostConvBackward;
 
@@ -358,13 +331,13 @@ impl Backward<Flex, 2> for HostConvBackward {
         let (x, weight, g) = ops.state;
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        with_values(&dy, |dy| {
+        flex_values(&dy, |dy| {
             if let Some(node) = node_x {
-                let dx = with_values(&weight, |w| g.input_grad(dy, w));
+                let dx = flex_values(&weight, |w| g.input_grad(dy, w));
                 grads.register::<Flex>(node.id, flex_tensor(dx, g.input));
             }
             if let Some(node) = node_w {
-                let dw = with_values(&x, |x| g.weight_grad(x, dy));
+                let dw = flex_values(&x, |x| g.weight_grad(x, dy));
                 grads.register::<Flex>(node.id, flex_tensor(dw, g.weight));
             }
         });
@@ -373,7 +346,8 @@ impl Backward<Flex, 2> for HostConvBackward {
 
 /// `conv2d(input, weight)` (no bias, no dilation, one group) through this module's kernels when
 /// both tensors are f32 on `Autodiff<Flex>`; `None` otherwise (the caller uses Burn's).
-pub(crate) fn conv2d(
+#[must_use]
+pub fn conv2d(
     input: &Tensor<4>,
     weight: &Tensor<4>,
     stride: [usize; 2],
@@ -390,20 +364,11 @@ pub(crate) fn conv2d(
     }
     let x = input.clone().try_into_primitive::<Train>().ok()?;
     let wt = weight.clone().try_into_primitive::<Train>().ok()?;
-    let output = [
-        (h + 2 * padding[0] - kh) / stride[0] + 1,
-        (w + 2 * padding[1] - kw) / stride[1] + 1,
-    ];
-    let g = Geometry {
-        input: [n, cin, h, w],
-        weight: [cout, cin, kh, kw],
-        stride,
-        padding,
-        output,
-    };
+    let g = Geometry::new([n, cin, h, w], [cout, cin, kh, kw], stride, padding);
+    let output = g.output;
     let guards = [x.node(), wt.node()];
     let (x, wt) = (x.into_primitive(), wt.into_primitive());
-    let y = with_values(&x, |x| with_values(&wt, |w| g.forward(x, w)));
+    let y = flex_values(&x, |x| flex_values(&wt, |w| g.forward(x, w)));
     let y = flex_tensor(y, [n, cout, output[0], output[1]]);
     let out = match HostConvBackward
         .prepare::<burn_autodiff::checkpoint::strategy::NoCheckpointing>(guards)

@@ -11,25 +11,16 @@
 //! - stride > 1: per position, the strided window `x_ij [Cin, Ho·Wo]` (only output positions),
 //!   one GEMM `W_ij · x_ij`, and the rows added into their channels.
 //!
-//! Images are processed in parallel (rayon); each GEMM is `gemm`'s ([`super::host_gemm`]). The
+//! Images are processed in parallel (rayon); each GEMM is `gemm`'s ([`crate::gemm`]). The
 //! product and window buffers are per-thread scratch space reused across calls: allocating them
 //! afresh cost page faults and zeroing on every image.
 
-use std::cell::Cell;
-
 use rayon::prelude::*;
 
-use super::StripeLayout;
-use super::host_gemm::matmul;
-
-/// Input geometry of one call.
-#[derive(Clone, Copy)]
-pub(crate) struct Geometry {
-    /// Input channels, height, width.
-    pub input: [usize; 3],
-    /// Output height and width.
-    pub output: [usize; 2],
-}
+use crate::gemm::matmul;
+use crate::geometry::Geometry;
+use crate::layout::StripeLayout;
+use crate::scratch::Scratch;
 
 /// The per-channel pass over a conv's output while it is still in cache, in place:
 /// `y_c ← act(scale_c · y_c + shift_c + r_c)`. It carries the conv's bias and, fused, its
@@ -37,7 +28,7 @@ pub(crate) struct Geometry {
 /// residual `r` and a ReLU: what would otherwise be one or more element-wise passes over the
 /// whole output each.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Epilogue {
+pub struct Epilogue {
     /// `(scale, shift)` per output channel; `None`: the identity.
     pub affine: Option<(Vec<f32>, Vec<f32>)>,
     /// ReLU after the affine map and the residual.
@@ -81,7 +72,12 @@ impl Epilogue {
 /// `out [N, Cout, Ho, Wo]` from `x [N, Cin, H, W]` and the stacked live-stripe weights
 /// `w_all [S, Cin]` (rows in plan order: position by position, filters ascending), with
 /// `epilogue` (and `residual [N, Cout, Ho, Wo]`) applied to each group of images as it is done.
-pub(crate) fn stripe_conv(
+/// `geometry` is `plan.geometry(x's shape)`.
+///
+/// # Panics
+/// If `x`, `w_all` or `residual` is shorter than `geometry` and `plan` say.
+#[must_use]
+pub fn stripe_conv(
     plan: &StripeLayout,
     x: &[f32],
     w_all: &[f32],
@@ -89,11 +85,10 @@ pub(crate) fn stripe_conv(
     epilogue: &Epilogue,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
-    let [cin, h, w] = geometry.input;
+    let [batch, cin, h, w] = geometry.input;
     let [ho, wo] = geometry.output;
     let cout = plan.out_channels;
     let (in_size, out_size) = (cin * h * w, cout * ho * wo);
-    let batch = x.len() / in_size.max(1);
     let mut out = vec![0.0f32; batch * out_size];
     if out.is_empty() {
         return out;
@@ -215,33 +210,6 @@ fn images_per_gemm(rows: usize, map: usize, batch: usize) -> usize {
         .max(1)
 }
 
-thread_local! {
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// This thread's scratch buffer, taken out of the thread-local slot for the caller's use and
-/// put back when dropped. A guard rather than a closure, so that the work on it is compiled in
-/// the caller's body, with the caller's vector instructions (see [`Images::convolve`]).
-pub(crate) struct Scratch(pub(crate) Vec<f32>);
-
-impl Scratch {
-    /// At least `len` floats (contents unspecified).
-    #[inline(always)]
-    pub(crate) fn take(len: usize) -> Self {
-        let mut buffer = SCRATCH.take();
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
-        }
-        Self(buffer)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        SCRATCH.set(std::mem::take(&mut self.0));
-    }
-}
-
 /// Adds row `src` (an `[Hs, Ws]` map) into `dst` (`[Ho, Wo]`) at offset `(di, dj)`:
 /// `dst[y, x] += src[y + di, x + dj]` wherever the source index is inside the map.
 #[inline(always)]
@@ -334,7 +302,7 @@ fn add_shifted_flat(
 /// Stride 1 for the `n` images of `x [n, Cin, H·W]` and `out [n, Cout, Ho·Wo]`.
 #[inline(always)]
 fn stride_one(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
-    let [cin, h, w] = g.input;
+    let [_, cin, h, w] = g.input;
     let map = h * w;
     let n = x.len() / (cin * map);
     let stripes = plan.live_stripes();
@@ -371,7 +339,7 @@ fn add_rows(
     g: Geometry,
     out: &mut [f32],
 ) {
-    let [_, h, w] = g.input;
+    let [_, _, h, w] = g.input;
     let [ho, wo] = g.output;
     let [ph, pw] = plan.padding.map(|p| p as isize);
     let mut row = 0;
@@ -392,7 +360,7 @@ fn add_rows(
 
 #[inline(always)]
 fn strided(plan: &StripeLayout, x: &[f32], w_all: &[f32], g: Geometry, out: &mut [f32]) {
-    let [cin, ..] = g.input;
+    let [_, cin, ..] = g.input;
     let [ho, wo] = g.output;
     let widest = plan
         .positions
@@ -417,7 +385,7 @@ fn strided_positions(
     window: &mut [f32],
     y: &mut [f32],
 ) {
-    let [cin, h, w] = g.input;
+    let [_, cin, h, w] = g.input;
     let [ho, wo] = g.output;
     let [sh, sw] = plan.stride;
     let [ph, pw] = plan.padding.map(|p| p as isize);
@@ -461,34 +429,10 @@ fn strided_positions(
     }
 }
 
-/// 2×2 max pool with stride 2 (the output floors odd sizes) of `x [planes, H, W]`, planes in
-/// parallel: `y[p, i, j] = max(x[p, 2i..2i+2, 2j..2j+2])`.
-pub(crate) fn max_pool_2x2(x: &[f32], [planes, h, w]: [usize; 3]) -> Vec<f32> {
-    let (ho, wo) = (h / 2, w / 2);
-    let mut out = vec![0.0f32; planes * ho * wo];
-    if ho == 0 || wo == 0 {
-        return out;
-    }
-    out.par_chunks_mut(ho * wo)
-        .zip(x.par_chunks(h * w))
-        .for_each(|(out, x)| {
-            for (i, row) in out.chunks_exact_mut(wo).enumerate() {
-                let (top, bottom) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
-                for (j, y) in row.iter_mut().enumerate() {
-                    *y = top[2 * j]
-                        .max(top[2 * j + 1])
-                        .max(bottom[2 * j])
-                        .max(bottom[2 * j + 1]);
-                }
-            }
-        });
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::StripePosition;
     use super::*;
+    use crate::layout::StripePosition;
 
     /// `dst[y, x] += src[y + di, x + dj]` where in range, one entry at a time.
     fn add_shifted_naive(
@@ -544,11 +488,9 @@ mod tests {
                 bias: false,
                 positions: positions.clone(),
             };
-            let output = [(h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1];
-            let geometry = Geometry {
-                input: [cin, h, w],
-                output,
-            };
+            let geometry = plan.geometry([batch, cin, h, w]);
+            let output = geometry.output;
+            assert_eq!(output, [(h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1]);
             let x = values(batch * cin * h * w, 1);
             let w_all = values(stripes * cin, 2);
             let residual = values(batch * cout * output[0] * output[1], 5);

@@ -1,4 +1,4 @@
-//! The host kernel's matrix product, `C = A · B` on row-major `f32` slices, through the `gemm`
+//! The kernels' matrix products, `C = A · B` on row-major `f32` slices, through the `gemm`
 //! crate (the GEMM Burn's flex backend uses). Its kernels are chosen at run time for the CPU:
 //! AVX-512 where the CPU has it (the crate's `x86-v4` feature, on in this crate), AVX2 + FMA
 //! otherwise. One call runs on the calling thread: the host kernel already spreads images over
@@ -8,8 +8,8 @@
 /// ignored.
 ///
 /// # Panics
-/// If a slice's length is not its shape's (an internal invariant of the kernel).
-pub(crate) fn matmul(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
+/// If a slice's length is not its shape's.
+pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3]) {
     assert!(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "matmul: slices do not match [{m}, {k}] · [{k}, {n}]"
@@ -52,8 +52,10 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], c: &mut [f32], [m, k, n]: [usize; 3])
 
 /// A row-major operand of [`matmul_strided`]: its values and its `[row, column]` strides (a
 /// transposed matrix swaps them).
-pub(crate) struct Operand<'a> {
+pub struct Operand<'a> {
+    /// The matrix's values.
     pub values: &'a [f32],
+    /// `[row, column]` strides in `values`.
     pub strides: [usize; 2],
 }
 
@@ -61,8 +63,8 @@ pub(crate) struct Operand<'a> {
 /// be a transposed view) and `c` row-major; `accumulate` adds to `c` instead of overwriting it.
 ///
 /// # Panics
-/// If a stride reaches outside its slice (an internal invariant of the kernels).
-pub(crate) fn matmul_strided(
+/// If a stride reaches outside its slice, or `c` is not `[m, n]`.
+pub fn matmul_strided(
     a: Operand<'_>,
     b: Operand<'_>,
     c: &mut [f32],
