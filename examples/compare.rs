@@ -44,10 +44,10 @@ use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::GradientsParams;
 use texprune::checkpoint::write_atomic;
 use texprune::data::{ImageBatcher, ImageSet, Normalization, Split, mnist};
+use texprune::layer::human;
 use texprune::plots::{MethodSeries, plot_methods};
 use texprune::report::{Evaluation, RunReport};
 use texprune::sensitivity::{SensitivityReport, Sweep, analyze};
-use texprune::zoo::human;
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{
     Classifier, Costed, Phase, Prunable, Pruner, PrunerConfig, Quantity, Schedule, Target,

@@ -36,8 +36,8 @@ use burn::config::Config;
 use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_dtc::LayerMasks;
-use texprune_zoo::compact::{CompactionPlan, LayerState};
-use texprune_zoo::{CostReport, Prunable, PrunableLayer, PrunableLayers};
+use texprune_layer::compact::{CompactionPlan, LayerState};
+use texprune_layer::{CostReport, Prunable, PrunableLayer, PrunableLayers};
 
 use crate::{PruneError, Pruner};
 

@@ -2,7 +2,7 @@
 
 use texprune_cdp::CdpError;
 use texprune_dtc::DtcError;
-use texprune_zoo::{PrunableLayer, ZooError};
+use texprune_layer::{ModelError, PrunableLayer};
 
 /// Everything that can go wrong when pruning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -13,9 +13,9 @@ pub enum PruneError {
     /// The DTC configuration or state is invalid.
     #[error(transparent)]
     Dtc(#[from] DtcError),
-    /// A model could not be built.
+    /// A model or layer that cannot be built, declared, compacted or costed.
     #[error(transparent)]
-    Zoo(#[from] ZooError),
+    Model(#[from] ModelError),
     /// A layer name (exempt, scaled or masked) that the model does not declare.
     #[error("`{name}` is not a prunable layer of the model (it has: {known})")]
     UnknownLayer {

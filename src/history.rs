@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use texprune_zoo::Prunable;
+use texprune_layer::Prunable;
 
 use crate::layer_texture::{mean_std, textures};
 #[cfg(feature = "plots")]

@@ -2,8 +2,8 @@
 //! plots: the similarity `sim_f` of every filter to the layer's mean filter (METHOD §2) and the
 //! fraction of live stripes.
 
+use texprune_layer::Prunable;
 use texprune_texture::WeightTexture;
-use texprune_zoo::Prunable;
 
 /// One layer's texture numbers.
 pub(crate) struct LayerTexture {

@@ -46,8 +46,8 @@
 //! (plotters); `learner` for the burn-train integration.
 //!
 //! The pieces live in their own crates, re-exported here: [`texture`] (filter texture
-//! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks) and [`zoo`] (the prunable
-//! convolution, the [`Prunable`] trait and the models).
+//! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks), [`layer`] (the prunable
+//! convolution, the [`Prunable`] declaration, compaction and cost) and [`zoo`] (the models).
 
 #![warn(missing_docs, clippy::missing_errors_doc)]
 
@@ -55,15 +55,17 @@ pub use burn;
 pub use texprune_cdp as cdp;
 pub use texprune_data as data;
 pub use texprune_dtc as dtc;
+pub use texprune_layer as layer;
 pub use texprune_texture as texture;
 pub use texprune_zoo as zoo;
 
 pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError, ThresholdRule};
-pub use texprune_zoo::{
-    Activation, Classifier, CostReport, Costed, LayerKind, Prunable, PrunableLayers,
-    SkeletonConv2d, SkeletonConv2dConfig, TorchLayout, ZooError, compact,
+pub use texprune_layer::{
+    Activation, CostReport, Costed, LayerKind, ModelError, Prunable, PrunableLayers,
+    SkeletonConv2d, SkeletonConv2dConfig, compact,
 };
+pub use texprune_zoo::{Classifier, TorchLayout};
 
 mod error;
 mod layer_texture;

@@ -6,7 +6,7 @@ use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Bool, Tensor};
 use texprune_dtc::alive_filters;
-use texprune_zoo::{Prunable, PrunableLayer};
+use texprune_layer::{Prunable, PrunableLayer};
 
 use crate::PruneError;
 
@@ -128,7 +128,7 @@ pub(crate) fn mask_gradient<const D: usize>(
 mod tests {
     use burn::module::Module;
     use burn::tensor::{Device, TensorData};
-    use texprune_zoo::Prunable;
+    use texprune_layer::Prunable;
     use texprune_zoo::vgg::{VggConfig, VggLayer};
 
     use super::*;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use texprune_zoo::Prunable;
+use texprune_layer::Prunable;
 
 use crate::layer_texture::textures;
 

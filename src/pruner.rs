@@ -10,7 +10,7 @@ use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams};
 use texprune_dtc::{
     DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
 };
-use texprune_zoo::{CostReport, Prunable, PrunableLayer};
+use texprune_layer::{CostReport, Prunable, PrunableLayer};
 
 use crate::PruneError;
 use crate::budget::{ControlState, CostProbe, Phase, Quantity, Schedule, Target};
@@ -584,14 +584,14 @@ impl Pruner {
 
     /// The compact inference model of `model` under the masks in force, of `model`'s own type:
     /// the masks are applied, then dead stripes, channels and branches are removed physically
-    /// and every conv runs stripe-wise ([`texprune_zoo::compact()`], METHOD §5). Its output
+    /// and every conv runs stripe-wise ([`texprune_layer::compact()`], METHOD §5). Its output
     /// equals the masked model's.
     ///
     /// # Errors
-    /// [`PruneError::Zoo`] for what [`texprune_zoo::compact()`] refuses: NaN or infinite skeletons,
+    /// [`PruneError::Model`] for what [`texprune_layer::compact()`] refuses: NaN or infinite skeletons,
     /// biases or norms, an inconsistent declaration.
     pub fn compact<M: Prunable>(&self, model: M) -> Result<M, PruneError> {
-        Ok(texprune_zoo::compact(self.apply_masks(model))?)
+        Ok(texprune_layer::compact(self.apply_masks(model))?)
     }
 
     /// The cost of the compact model `model` gives under the masks in force, from its
@@ -599,7 +599,7 @@ impl Pruner {
     /// or params target counts.
     ///
     /// # Errors
-    /// What [`Pruner::layers`] returns, [`PruneError::Zoo`] for an inconsistent declaration or a
+    /// What [`Pruner::layers`] returns, [`PruneError::Model`] for an inconsistent declaration or a
     /// conv that has not run a forward pass.
     pub fn compact_cost<M: Prunable>(&self, model: &M) -> Result<CostReport, PruneError> {
         let layers = self.layers(model)?;

@@ -26,7 +26,8 @@ use burn::store::{
 };
 use burn::tensor::{DType, TensorData};
 use serde::{Deserialize, Serialize};
-use texprune_zoo::{Architecture, Prunable, PrunableLayers, TorchLayout};
+use texprune_layer::{Prunable, PrunableLayers};
+use texprune_zoo::{Architecture, TorchLayout};
 
 use crate::checkpoint::write_atomic;
 

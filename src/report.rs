@@ -9,7 +9,8 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem, SplitMix64};
-use texprune_zoo::{Classifier, CostReport, Costed, ZooError};
+use texprune_layer::{CostReport, Costed, ModelError};
+use texprune_zoo::Classifier;
 
 /// A measurement that cannot be made: the data cannot be read, or does not fit the model.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +20,7 @@ pub enum MeasureError {
     Data(#[from] DataError),
     /// The images do not fit the model.
     #[error(transparent)]
-    Input(#[from] ZooError),
+    Input(#[from] ModelError),
 }
 
 /// Top-1 accuracy and mean cross-entropy of `model` on `set`, in order, `batch_size` images at
@@ -210,7 +211,7 @@ impl RunReport {
 
 impl std::fmt::Display for RunReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use texprune_zoo::human;
+        use texprune_layer::human;
         writeln!(
             f,
             "{} on {}, {} epochs",

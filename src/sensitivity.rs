@@ -14,7 +14,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use texprune_data::{DataError, ImageBatcher, ImageItem};
 use texprune_dtc::{DtcConfig, LayerValues, ThresholdContainer, ThresholdRule};
-use texprune_zoo::{Classifier, Prunable, PrunableLayer};
+use texprune_layer::{Prunable, PrunableLayer};
+use texprune_zoo::Classifier;
 
 use crate::layer_texture::{mean_std, textures};
 use crate::masking::MaskMapper;

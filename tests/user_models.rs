@@ -15,8 +15,9 @@ use texprune::burn::tensor::module::adaptive_avg_pool2d;
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
 use texprune::{
-    Activation, CostReport, LayerKind, Prunable, PrunableLayers, PruneError, Pruner, PrunerConfig,
-    Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target, ZooError, apply_stripe_masks, compact,
+    Activation, CostReport, LayerKind, ModelError, Prunable, PrunableLayers, PruneError, Pruner,
+    PrunerConfig, Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target, apply_stripe_masks,
+    compact,
 };
 
 /// The example's residual network (stem → block → max pool → strided conv → 1×1 conv → global
@@ -356,7 +357,7 @@ fn declarations_that_do_not_fit_are_errors() {
     };
     let err = compact(model).unwrap_err();
     assert!(
-        matches!(&err, ZooError::Declaration(m) if m.contains("`c3`")),
+        matches!(&err, ModelError::Declaration(m) if m.contains("`c3`")),
         "{err}"
     );
     #[derive(Module, Debug)]
@@ -378,7 +379,7 @@ fn declarations_that_do_not_fit_are_errors() {
     assert!(err.contains("5 input channels"), "{err}");
     // Cost needs one forward pass for the input sizes.
     let err = CostReport::of_model(&ResidualNet::new(WIDTH, &device).unwrap()).unwrap_err();
-    assert!(matches!(err, ZooError::Unmeasured { .. }), "{err}");
+    assert!(matches!(err, ModelError::Unmeasured { .. }), "{err}");
 }
 
 #[test]

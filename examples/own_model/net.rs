@@ -28,7 +28,7 @@ pub struct Net {
 
 impl Net {
     /// Widths `w` (stem, residual stream), `2w` (block, strided conv), `4w` (1×1 conv).
-    pub fn new(w: usize, device: &Device) -> Result<Self, texprune::ZooError> {
+    pub fn new(w: usize, device: &Device) -> Result<Self, texprune::ModelError> {
         let conv = |cin, cout, k, s| {
             SkeletonConv2dConfig::new([cin, cout], [k, k])
                 .with_stride([s, s])

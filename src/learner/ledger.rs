@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::tensor::Transaction;
-use texprune_zoo::Prunable;
+use texprune_layer::Prunable;
 
 use crate::checkpoint::fnv1a;
 use crate::{PruneError, Pruner, PrunerState};

@@ -37,7 +37,7 @@ use burn::module::{Module, ModuleDisplay};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use texprune_zoo::Prunable;
+use texprune_layer::Prunable;
 
 use crate::checkpoint::CheckpointError;
 use crate::{PruneError, Pruner};

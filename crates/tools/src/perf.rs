@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
+use texprune::Prunable;
 use texprune::burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use texprune::data::SplitMix64;
-use texprune::zoo::Prunable;
 
 /// `model` with each stripe of every thresholded conv removed (its skeleton entry set to 0) with
 /// probability `removed`, drawn from a SplitMix64 stream seeded with `seed`, and the BatchNorm

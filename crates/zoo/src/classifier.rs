@@ -2,9 +2,9 @@
 
 use burn::tensor::Tensor;
 
-use crate::ZooError;
 use crate::resnet::ResNet;
 use crate::vgg::{Vgg, VggLayer};
+use texprune_layer::ModelError;
 
 /// A model mapping images `[batch, C, H, W]` to logits `[batch, classes]`.
 pub trait Classifier {
@@ -16,12 +16,12 @@ pub trait Classifier {
     /// before a loop.
     ///
     /// # Errors
-    /// [`ZooError::Input`] saying what the model expects.
-    fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError>;
+    /// [`ModelError::Input`] saying what the model expects.
+    fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError>;
 }
 
 /// Every size positive and `C` the model's input channels.
-fn check_images(shape: [usize; 4], channels: usize) -> Result<(), ZooError> {
+fn check_images(shape: [usize; 4], channels: usize) -> Result<(), ModelError> {
     let [n, c, h, w] = shape;
     let reason = if n == 0 || h == 0 || w == 0 {
         "batch, height and width must be ≥ 1".to_string()
@@ -30,14 +30,14 @@ fn check_images(shape: [usize; 4], channels: usize) -> Result<(), ZooError> {
     } else {
         return Ok(());
     };
-    Err(ZooError::Input {
+    Err(ModelError::Input {
         found: shape.to_vec(),
         reason,
     })
 }
 
 /// A VGG's classifier takes `C_last · (H >> pools) · (W >> pools)` features.
-fn check_vgg(vgg: &Vgg, shape: [usize; 4]) -> Result<(), ZooError> {
+fn check_vgg(vgg: &Vgg, shape: [usize; 4]) -> Result<(), ModelError> {
     let channels = vgg.convs[0].weight_dims()[1];
     let features = vgg.classifier.weight.dims()[0];
     check_images(shape, channels)?;
@@ -56,7 +56,7 @@ fn check_vgg(vgg: &Vgg, shape: [usize; 4]) -> Result<(), ZooError> {
     if given == features {
         return Ok(());
     }
-    Err(ZooError::Input {
+    Err(ModelError::Input {
         found: shape.to_vec(),
         reason: format!(
             "after {pools} 2×2 pools the classifier would get {given} features, it takes \
@@ -70,7 +70,7 @@ impl Classifier for Vgg {
         self.forward(images)
     }
 
-    fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError> {
+    fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
         check_vgg(self, shape)
     }
 }
@@ -81,7 +81,7 @@ impl Classifier for ResNet {
     }
 
     /// Global average pooling takes any height and width.
-    fn check_input(&self, shape: [usize; 4]) -> Result<(), ZooError> {
+    fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
         check_images(shape, self.conv1.weight.dims()[1])
     }
 }

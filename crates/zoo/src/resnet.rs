@@ -30,12 +30,12 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::compact::plan::{host, norm_of_bias, norm_values};
-use crate::{
-    Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
-    ZooError,
-};
 use texprune_kernels::output_size;
+use texprune_layer::fold::NormFold;
+use texprune_layer::{
+    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, SkeletonConv2d,
+    SkeletonConv2dConfig,
+};
 
 /// Which ResNet family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,14 +130,14 @@ impl ResNetConfig {
     /// The stages and blocks this configuration describes.
     ///
     /// # Errors
-    /// [`ZooError::Config`] when the depth, widths or strides describe no ResNet.
-    pub fn layout(&self) -> Result<ResNetLayout, ZooError> {
+    /// [`ModelError::Config`] when the depth, widths or strides describe no ResNet.
+    pub fn layout(&self) -> Result<ResNetLayout, ModelError> {
         let mut layout = self.family_layout()?;
         if let Some(base) = self.base_width {
             if base == 0 {
-                return Err(ZooError::Zero { what: "base_width" });
+                return Err(ModelError::Zero { what: "base_width" });
             }
-            let too_wide = || ZooError::Config(format!("base width {base} is too large"));
+            let too_wide = || ModelError::Config(format!("base width {base} is too large"));
             layout.stage_widths = (0..layout.stage_widths.len())
                 .map(|s| base.checked_mul(1 << s).ok_or_else(too_wide))
                 .collect::<Result<_, _>>()?;
@@ -147,11 +147,11 @@ impl ResNetConfig {
     }
 
     /// The layout of the family at its own widths.
-    fn family_layout(&self) -> Result<ResNetLayout, ZooError> {
+    fn family_layout(&self) -> Result<ResNetLayout, ModelError> {
         match self.style {
             ResNetStyle::Cifar => {
                 if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
-                    return Err(ZooError::Config(format!(
+                    return Err(ModelError::Config(format!(
                         "CIFAR ResNet depth must be 6n + 2 with n ≥ 1, got {}",
                         self.depth
                     )));
@@ -172,7 +172,7 @@ impl ResNetConfig {
                     101 => (BlockKind::Bottleneck, vec![3, 4, 23, 3]),
                     152 => (BlockKind::Bottleneck, vec![3, 8, 36, 3]),
                     d => {
-                        return Err(ZooError::Config(format!(
+                        return Err(ModelError::Config(format!(
                             "ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got {d}"
                         )));
                     }
@@ -190,11 +190,11 @@ impl ResNetConfig {
     /// Builds the model.
     ///
     /// # Errors
-    /// What [`ResNetConfig::layout`] returns, and [`ZooError::Zero`] for a zero size.
-    pub fn init(&self, device: &Device) -> Result<ResNet, ZooError> {
+    /// What [`ResNetConfig::layout`] returns, and [`ModelError::Zero`] for a zero size.
+    pub fn init(&self, device: &Device) -> Result<ResNet, ModelError> {
         let layout = self.layout()?;
         if self.num_classes == 0 {
-            return Err(ZooError::Zero {
+            return Err(ModelError::Zero {
                 what: "num_classes",
             });
         }
@@ -206,7 +206,7 @@ impl ResNetConfig {
             .collect();
         let widths = match &self.widths {
             Some(w) if w.len() != stage_of.len() => {
-                return Err(ZooError::Config(format!(
+                return Err(ModelError::Config(format!(
                     "{} block widths given, depth {} has {} blocks",
                     w.len(),
                     self.depth,
@@ -329,14 +329,7 @@ impl Block {
         if !conv.is_stripe_wise() || conv.stripe_layout().live_stripes() > 0 {
             return None;
         }
-        let values = norm_values(norm);
-        let bias = conv.bias.as_ref().map(|b| host(b.val()));
-        let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
-        Some(norm_of_bias(
-            [gamma, beta, mean, var],
-            norm.epsilon,
-            bias.as_deref(),
-        ))
+        Some(NormFold::after(conv, norm).shift)
     }
 }
 

@@ -121,10 +121,10 @@ impl TorchLayout for Vgg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Prunable;
     use crate::resnet::ResNetConfig;
     use crate::vgg::VggConfig;
     use burn::tensor::Device;
+    use texprune_layer::Prunable;
 
     /// Every declared layer's PyTorch name is the one `torch_names` gives its module: the two
     /// naming schemes of the zoo agree.

@@ -17,12 +17,12 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Activation, CostReport, Costed, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig,
-    ZooError,
-};
 use texprune_kernels::pool::max_pool_2x2;
 use texprune_kernels::{output_size, runs_on_host, with_values};
+use texprune_layer::{
+    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, SkeletonConv2d,
+    SkeletonConv2dConfig,
+};
 
 /// One entry of a VGG layer list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,11 +95,11 @@ impl VggConfig {
     /// Builds the model.
     ///
     /// # Errors
-    /// [`ZooError::Config`] for a layer list that describes no VGG, [`ZooError::Zero`] for a zero
+    /// [`ModelError::Config`] for a layer list that describes no VGG, [`ModelError::Zero`] for a zero
     /// size.
-    pub fn init(&self, device: &Device) -> Result<Vgg, ZooError> {
+    pub fn init(&self, device: &Device) -> Result<Vgg, ModelError> {
         if self.num_classes == 0 {
-            return Err(ZooError::Zero {
+            return Err(ModelError::Zero {
                 what: "num_classes",
             });
         }
@@ -115,7 +115,7 @@ impl VggConfig {
                 }
                 VggLayer::MaxPool => {
                     if h < 2 || w < 2 {
-                        return Err(ZooError::Config(format!(
+                        return Err(ModelError::Config(format!(
                             "max pool on a {h}×{w} feature map"
                         )));
                     }
@@ -124,7 +124,7 @@ impl VggConfig {
             }
         }
         if convs.is_empty() {
-            return Err(ZooError::Config("VGG needs at least one conv".into()));
+            return Err(ModelError::Config("VGG needs at least one conv".into()));
         }
         Ok(Vgg {
             convs,
@@ -300,6 +300,6 @@ mod tests {
         let err = VggConfig::new(vec![C(4), M, M])
             .with_input_size([2, 2])
             .init(&device);
-        assert!(matches!(err, Err(ZooError::Config(_))));
+        assert!(matches!(err, Err(ModelError::Config(_))));
     }
 }

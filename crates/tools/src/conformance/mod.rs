@@ -25,7 +25,7 @@ use texprune::dtc::{DtcConfig, ThresholdContainer, mask_stripes};
 use texprune::texture::{SkeletonTexture, WeightTexture};
 use texprune::zoo::resnet::ResNetConfig;
 use texprune::zoo::vgg::{VggConfig, VggLayer};
-use texprune::zoo::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig};
+use texprune::{Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig};
 
 use texprune::{Pruner, PrunerConfig};
 
@@ -674,7 +674,7 @@ fn check_dtc_model(case: &Value, device: &Device) -> Result<Report, ConformanceE
             .collect()
     };
     let threshold = number(case, "threshold")?;
-    let zoo = |e: texprune::zoo::ZooError| format_err(e.to_string());
+    let zoo = |e: texprune::ModelError| format_err(e.to_string());
     if arch.starts_with("VGG") {
         let layers = cfg
             .iter()

@@ -19,10 +19,10 @@ use serde_json::Value;
 use texprune::burn::module::{Param, RunningState};
 use texprune::burn::nn::{BatchNorm, Linear};
 use texprune::burn::tensor::{Device, Tensor, TensorData};
-use texprune::zoo::compact::StripeLayout;
+use texprune::compact::StripeLayout;
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
-use texprune::zoo::{Classifier, CostReport, Costed, LayerKind, Prunable, SkeletonConv2d};
+use texprune::{Classifier, CostReport, Costed, LayerKind, Prunable, SkeletonConv2d};
 
 use super::{
     ConformanceError, NanRule, Report, data, field, flatten, format_err, number, tensor, values,
@@ -156,7 +156,7 @@ enum Model {
 }
 
 fn build(state: &State, case: &Value, hw: [usize; 2]) -> Result<Model, ConformanceError> {
-    let zoo = |e: texprune::zoo::ZooError| format_err(e.to_string());
+    let zoo = |e: texprune::ModelError| format_err(e.to_string());
     if state.skeletons.keys().any(|k| k.starts_with("features.")) {
         // Conv i of the Sequential is followed by BN i+1 and ReLU i+2; other indices are pools.
         let mut convs: Vec<usize> = state
@@ -251,7 +251,7 @@ fn measure<M: Prunable + Classifier + Costed>(
     hw: [usize; 2],
     folded: impl Fn(&M) -> Vec<String>,
 ) -> Result<Compacted, ConformanceError> {
-    let compact = texprune::zoo::compact(model.clone()).map_err(|e| format_err(e.to_string()))?;
+    let compact = texprune::compact(model.clone()).map_err(|e| format_err(e.to_string()))?;
     let convs = compact
         .collect_prunable()
         .iter()

@@ -10,7 +10,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::compact::stripes;
-use crate::{Activation, ZooError};
+use crate::{Activation, ModelError};
 use texprune_kernels::output_size;
 
 /// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
@@ -100,7 +100,7 @@ fn dense_marker(device: &Device) -> Param<Tensor<1, Int>> {
 }
 
 impl SkeletonConv2dConfig {
-    fn check(&self) -> Result<(), ZooError> {
+    fn check(&self) -> Result<(), ModelError> {
         let sizes = [
             ("input channels", self.channels[0]),
             ("output channels", self.channels[1]),
@@ -109,7 +109,7 @@ impl SkeletonConv2dConfig {
             ("stride", self.stride[0].min(self.stride[1])),
         ];
         match sizes.into_iter().find(|(_, v)| *v == 0) {
-            Some((what, _)) => Err(ZooError::Zero { what }),
+            Some((what, _)) => Err(ModelError::Zero { what }),
             None => Ok(()),
         }
     }
@@ -122,8 +122,8 @@ impl SkeletonConv2dConfig {
     /// Builds the layer with a freshly initialised weight and an all-ones skeleton.
     ///
     /// # Errors
-    /// [`ZooError::Zero`] for zero channels, kernel size or stride.
-    pub fn init(&self, device: &Device) -> Result<SkeletonConv2d, ZooError> {
+    /// [`ModelError::Zero`] for zero channels, kernel size or stride.
+    pub fn init(&self, device: &Device) -> Result<SkeletonConv2d, ModelError> {
         self.check()?;
         let [cin, cout] = self.channels;
         let [kh, kw] = self.kernel_size;
@@ -153,14 +153,14 @@ impl SkeletonConv2dConfig {
     /// their shapes against the configuration.
     ///
     /// # Errors
-    /// [`ZooError::Zero`] as [`SkeletonConv2dConfig::init`], [`ZooError::Shape`] for a tensor whose
+    /// [`ModelError::Zero`] as [`SkeletonConv2dConfig::init`], [`ModelError::Shape`] for a tensor whose
     /// shape is not the configuration's.
     pub fn init_from(
         &self,
         weight: Tensor<4>,
         skeleton: Tensor<3>,
         bias: Option<Tensor<1>>,
-    ) -> Result<SkeletonConv2d, ZooError> {
+    ) -> Result<SkeletonConv2d, ModelError> {
         self.check()?;
         let [cin, cout] = self.channels;
         let [kh, kw] = self.kernel_size;
@@ -168,7 +168,7 @@ impl SkeletonConv2dConfig {
             if expected == found {
                 Ok(())
             } else {
-                Err(ZooError::Shape {
+                Err(ModelError::Shape {
                     what,
                     expected,
                     found,
@@ -386,7 +386,7 @@ mod tests {
             SkeletonConv2dConfig::new([0, 4], [3, 3])
                 .init(&device)
                 .unwrap_err(),
-            ZooError::Zero {
+            ModelError::Zero {
                 what: "input channels"
             }
         );
@@ -405,7 +405,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             err,
-            ZooError::Shape {
+            ModelError::Shape {
                 what: "skeleton",
                 ..
             }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use texprune_kernels::output_size;
 
 use crate::compact::CompactionPlan;
-use crate::{Prunable, PrunableLayers, SkeletonConv2d, ZooError};
+use crate::{ModelError, Prunable, PrunableLayers, SkeletonConv2d};
 
 /// A model whose params, FLOPs and MACs can be counted.
 pub trait Costed {
@@ -76,7 +76,10 @@ pub struct CostReport {
 }
 
 impl CostReport {
-    pub(crate) fn new(input: [usize; 3]) -> Self {
+    /// An empty report for a `[channels, height, width]` input, to which a model's [`Costed`]
+    /// adds its layers in forward order.
+    #[must_use]
+    pub fn new(input: [usize; 3]) -> Self {
         Self {
             input,
             layers: Vec::new(),
@@ -159,7 +162,7 @@ impl CostReport {
 
     /// The skeleton conv `conv` on an `hw` input, dense or stripe-wise as it executes;
     /// returns its output size.
-    pub(crate) fn skeleton_conv(
+    pub fn skeleton_conv(
         &mut self,
         name: &str,
         conv: &SkeletonConv2d,
@@ -183,12 +186,12 @@ impl CostReport {
     /// the dense conv it is.
     ///
     /// # Errors
-    /// [`ZooError::Unmeasured`] when a conv has not run a forward pass (its input size is unknown),
-    /// [`ZooError::Declaration`] when `plan` is not a plan of `layers`.
-    pub fn of_plan(layers: &PrunableLayers, plan: &CompactionPlan) -> Result<Self, ZooError> {
+    /// [`ModelError::Unmeasured`] when a conv has not run a forward pass (its input size is unknown),
+    /// [`ModelError::Declaration`] when `plan` is not a plan of `layers`.
+    pub fn of_plan(layers: &PrunableLayers, plan: &CompactionPlan) -> Result<Self, ModelError> {
         let mut report = None;
         for (layer, conv) in layers.iter().zip(&plan.convs) {
-            let hw = layer.input_size.ok_or_else(|| ZooError::Unmeasured {
+            let hw = layer.input_size.ok_or_else(|| ModelError::Unmeasured {
                 layer: layer.name.clone(),
             })?;
             let [cout, cin, kh, kw] = layer.weight_dims();
@@ -215,7 +218,7 @@ impl CostReport {
             }
         }
         let mut report =
-            report.ok_or(ZooError::Declaration("the model declares no conv".into()))?;
+            report.ok_or(ModelError::Declaration("the model declares no conv".into()))?;
         for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
             let [_, d_out] = linear.weight.dims();
             report.linear_layer(&linear.name, rows.len(), d_out, linear.bias);
@@ -228,13 +231,13 @@ impl CostReport {
     ///
     /// # Errors
     /// What [`CompactionPlan::of`] and [`CostReport::of_plan`] return.
-    pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ZooError> {
+    pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ModelError> {
         let layers = model.collect_prunable();
         Self::of_plan(&layers, &CompactionPlan::of(&layers)?)
     }
 
     /// BatchNorm over `channels` maps of size `hw`.
-    pub(crate) fn norm(&mut self, name: &str, channels: usize, hw: [usize; 2]) {
+    pub fn norm(&mut self, name: &str, channels: usize, hw: [usize; 2]) {
         let elements = (channels * hw[0] * hw[1]) as u64;
         self.push(
             name,
@@ -245,7 +248,7 @@ impl CostReport {
     }
 
     /// ReLU over `channels` maps of size `hw`.
-    pub(crate) fn relu(&mut self, name: &str, channels: usize, hw: [usize; 2]) {
+    pub fn relu(&mut self, name: &str, channels: usize, hw: [usize; 2]) {
         let elements = (channels * hw[0] * hw[1]) as u64;
         self.push(
             name,
@@ -256,7 +259,7 @@ impl CostReport {
     }
 
     /// A `kernel × kernel` pool producing `channels` maps of size `out`.
-    pub(crate) fn pool(&mut self, name: &str, kernel: usize, channels: usize, out: [usize; 2]) {
+    pub fn pool(&mut self, name: &str, kernel: usize, channels: usize, out: [usize; 2]) {
         let elements = (channels * out[0] * out[1]) as u64;
         self.push(
             name,
@@ -267,7 +270,7 @@ impl CostReport {
     }
 
     /// A linear layer `d_in → d_out` with bias.
-    pub(crate) fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
+    pub fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
         self.linear_layer(name, d_in, d_out, true);
     }
 
@@ -284,7 +287,7 @@ impl CostReport {
     }
 
     /// A residual branch folded into a constant of `channels` values.
-    pub(crate) fn constant(&mut self, name: &str, channels: usize) {
+    pub fn constant(&mut self, name: &str, channels: usize) {
         self.push(
             name,
             LayerKind::Constant,

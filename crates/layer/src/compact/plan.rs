@@ -20,10 +20,8 @@
 
 use std::collections::HashMap;
 
-use burn::nn::BatchNorm;
-use burn::tensor::Tensor;
-
-use crate::{PrunableLayer, PrunableLayers, ZooError};
+use crate::fold::{NormFold, host};
+use crate::{ModelError, PrunableLayer, PrunableLayers};
 
 /// Host copy of what the plan reads of one declared conv.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,45 +37,14 @@ pub struct LayerState {
     pub norm: bool,
 }
 
-/// A `[n]` tensor on the host.
-pub(crate) fn host(t: Tensor<1>) -> Vec<f64> {
-    t.into_data().iter::<f64>().collect()
-}
-
-/// `[γ, β, μ, σ²]` of `norm` on the host (inference statistics).
-pub(crate) fn norm_values(norm: &BatchNorm) -> [Vec<f64>; 4] {
-    [
-        norm.gamma.val(),
-        norm.beta.val(),
-        norm.running_mean.value(),
-        norm.running_var.value(),
-    ]
-    .map(host)
-}
-
-/// `bn(b)_f = γ_f (b_f − μ_f) / sqrt(σ²_f + ε) + β_f` per channel, in inference mode, from
-/// `[γ, β, μ, σ²]` (host copies) and the bias (`None`: 0).
-pub(crate) fn norm_of_bias(
-    [gamma, beta, mean, var]: [&[f64]; 4],
-    epsilon: f64,
-    bias: Option<&[f64]>,
-) -> Vec<f64> {
-    (0..gamma.len())
-        .map(|f| {
-            let b = bias.map_or(0.0, |b| b[f]);
-            gamma[f] * (b - mean[f]) / (var[f] + epsilon).sqrt() + beta[f]
-        })
-        .collect()
-}
-
 impl LayerState {
     /// Reads `layer`'s skeleton, bias and norm (one device read each).
     ///
     /// # Errors
-    /// [`ZooError::NonFinite`] when the skeleton, the bias or the norm's parameters hold NaN or
+    /// [`ModelError::NonFinite`] when the skeleton, the bias or the norm's parameters hold NaN or
     /// infinite values.
-    pub fn read(layer: &PrunableLayer) -> Result<Self, ZooError> {
-        let non_finite = |what| ZooError::NonFinite {
+    pub fn read(layer: &PrunableLayer) -> Result<Self, ModelError> {
+        let non_finite = |what| ModelError::NonFinite {
             layer: layer.name.clone(),
             what,
         };
@@ -94,8 +61,8 @@ impl LayerState {
             Some(n) => {
                 let values =
                     [&n.gamma, &n.beta, &n.running_mean, &n.running_var].map(|t| host(t.clone()));
-                let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
-                norm_of_bias([gamma, beta, mean, var], n.epsilon, Some(&bias))
+                NormFold::of_values(values.each_ref().map(Vec::as_slice), n.epsilon, Some(&bias))
+                    .shift
             }
             None => bias.clone(),
         };
@@ -173,14 +140,14 @@ struct Wiring {
     conv_consumers: Vec<Option<Vec<usize>>>,
 }
 
-fn declaration_error(message: String) -> ZooError {
-    ZooError::Declaration(message)
+fn declaration_error(message: String) -> ModelError {
+    ModelError::Declaration(message)
 }
 
 impl Wiring {
     /// Resolves the declared consumer names, checking that each consumer is declared after its
     /// producer, has one producer, and takes that producer's channels.
-    fn resolve(layers: &PrunableLayers) -> Result<Self, ZooError> {
+    fn resolve(layers: &PrunableLayers) -> Result<Self, ModelError> {
         let convs: Vec<&PrunableLayer> = layers.iter().collect();
         let linears = layers.linears();
         let conv_index: HashMap<&str, usize> = convs
@@ -259,9 +226,9 @@ impl CompactionPlan {
     /// The plan for `layers` in the states `states` (one per declared conv).
     ///
     /// # Errors
-    /// [`ZooError::Declaration`] when the declaration is inconsistent (a layer read twice, an unknown
+    /// [`ModelError::Declaration`] when the declaration is inconsistent (a layer read twice, an unknown
     /// reader, channel counts that do not line up) or `states` does not match `layers`.
-    pub fn new(layers: &PrunableLayers, states: &[LayerState]) -> Result<Self, ZooError> {
+    pub fn new(layers: &PrunableLayers, states: &[LayerState]) -> Result<Self, ModelError> {
         let wiring = Wiring::resolve(layers)?;
         let convs: Vec<&PrunableLayer> = layers.iter().collect();
         let mut unused = vec![false; convs.len()];
@@ -355,7 +322,7 @@ impl CompactionPlan {
     ///
     /// # Errors
     /// What [`LayerState::read`] and [`CompactionPlan::new`] return.
-    pub fn of(layers: &PrunableLayers) -> Result<Self, ZooError> {
+    pub fn of(layers: &PrunableLayers) -> Result<Self, ModelError> {
         let states = layers
             .iter()
             .map(LayerState::read)

@@ -15,7 +15,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, Int, Slice, Tensor, TensorData};
 use texprune_kernels::{Epilogue, StripeLayout, runs_on_host, stripe_conv, with_values};
 
-use super::plan::{host, norm_of_bias, norm_values};
+use crate::fold::{self, NormFold, host};
 use crate::{Activation, PrunableLayer, SkeletonConv2d};
 
 impl PrunableLayer {
@@ -157,18 +157,12 @@ pub(crate) fn forward_with(
 /// `activation`: `scale = γ / √(σ² + ε)` and `shift = bn(b)`, computed in f64.
 fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activation) -> Epilogue {
     let cout = conv.weight_dims()[0];
-    let bias = conv.bias.as_ref().map(|b| host(b.val()));
     let affine = match norm {
         Some(n) => {
-            let values = norm_values(n);
-            let [gamma, beta, mean, var] = values.each_ref().map(Vec::as_slice);
-            let scale = (0..cout)
-                .map(|c| gamma[c] / (var[c] + n.epsilon).sqrt())
-                .collect();
-            let shift = norm_of_bias([gamma, beta, mean, var], n.epsilon, bias.as_deref());
+            let NormFold { scale, shift } = NormFold::after(conv, n);
             Some((scale, shift))
         }
-        None => bias.map(|b| (vec![1.0; cout], b)),
+        None => conv.bias.as_ref().map(|b| (vec![1.0; cout], host(b.val()))),
     };
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
     Epilogue {
@@ -214,12 +208,7 @@ pub(crate) fn forward_device(
     let bias = conv.bias.as_ref().map(|b| b.val());
     let (weight, bias) = match norm {
         Some(n) => {
-            let scale = n.gamma.val() / (n.running_var.value() + n.epsilon).sqrt();
-            let centred = match bias {
-                Some(b) => b - n.running_mean.value(),
-                None => -n.running_mean.value(),
-            };
-            let shift = centred * scale.clone() + n.beta.val();
+            let (scale, shift) = fold::on_device(n, bias);
             (weight * scale.reshape([cout, 1, 1, 1]), Some(shift))
         }
         None => (weight, bias),

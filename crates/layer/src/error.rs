@@ -2,7 +2,7 @@
 
 /// A model or layer configuration that cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ZooError {
+pub enum ModelError {
     /// A size that must be positive is zero.
     #[error("{what} must be ≥ 1, got 0")]
     Zero {

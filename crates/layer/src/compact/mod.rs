@@ -27,16 +27,16 @@ mod tests;
 pub use plan::{CompactionPlan, ConvPlan, LayerState};
 pub use texprune_kernels::{StripeLayout, StripePosition};
 
-use crate::{Prunable, ZooError};
+use crate::{ModelError, Prunable};
 
 /// Compacts `model` as it is: stripes whose skeleton entry is zero are removed, and whatever
 /// they leave exactly zero (METHOD §5). Apply the pruner's masks first (`Pruner::compact` does).
 /// The result is an inference model (no autodiff) of the same type.
 ///
 /// # Errors
-/// What [`CompactionPlan::of`] returns: [`ZooError::NonFinite`] for NaN or infinite skeletons,
-/// biases or norms, [`ZooError::Declaration`] for an inconsistent declaration.
-pub fn compact<M: Prunable>(model: M) -> Result<M, ZooError> {
+/// What [`CompactionPlan::of`] returns: [`ModelError::NonFinite`] for NaN or infinite skeletons,
+/// biases or norms, [`ModelError::Declaration`] for an inconsistent declaration.
+pub fn compact<M: Prunable>(model: M) -> Result<M, ModelError> {
     // `valid` gives fresh running statistics: the rewrite must not touch the caller's copies.
     let model = model.valid();
     let layers = model.collect_prunable();
