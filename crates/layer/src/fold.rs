@@ -9,8 +9,6 @@
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
-use crate::SkeletonConv2d;
-
 /// `scale` and `shift` per channel, computed in f64 on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormFold {
@@ -32,13 +30,6 @@ impl NormFold {
         ]
         .map(host);
         Self::of_values(values.each_ref().map(Vec::as_slice), norm.epsilon, bias)
-    }
-
-    /// `norm` after `conv` (its bias read to the host).
-    #[must_use]
-    pub fn after(conv: &SkeletonConv2d, norm: &BatchNorm) -> Self {
-        let bias = conv.bias.as_ref().map(|b| host(b.val()));
-        Self::of(norm, bias.as_deref())
     }
 
     /// From host copies `[γ, β, μ, σ²]`, `ε` and the bias (`None`: 0).

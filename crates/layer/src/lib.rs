@@ -15,6 +15,7 @@
 
 #![warn(missing_docs, clippy::missing_errors_doc)]
 
+mod activation;
 pub mod compact;
 mod cost;
 mod error;
@@ -24,10 +25,9 @@ mod skeleton_conv;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use activation::Activation;
 pub use compact::compact;
 pub use cost::{CostReport, Costed, LayerCost, LayerKind, human};
 pub use error::ModelError;
-pub use prunable::{
-    Activation, CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear,
-};
+pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear};
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};

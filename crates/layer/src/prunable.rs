@@ -4,7 +4,9 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
 
-use crate::SkeletonConv2d;
+use texprune_kernels::StripeLayout;
+
+use crate::{Activation, SkeletonConv2d};
 
 /// The BatchNorm that directly follows a prunable conv: its `γ` and `β` channels die with the
 /// conv's filters (METHOD §4, step 3), and compaction keeps only its live channels.
@@ -43,34 +45,6 @@ fn running_id(state: &RunningState<Tensor<1>>) -> ParamId {
     let mut id = Id(None);
     state.visit(&mut id);
     id.0.expect("a running state visits its one tensor")
-}
-
-/// The activation a layer's output (after its norm) goes through before its consumers read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Activation {
-    /// None: a silent channel is removable when `bn(0) = 0`.
-    #[default]
-    Identity,
-    /// ReLU: a silent channel is removable when `relu(bn(0)) = 0`.
-    Relu,
-}
-
-impl Activation {
-    /// The activation of one value.
-    pub fn apply(self, v: f64) -> f64 {
-        match self {
-            Self::Identity => v,
-            Self::Relu => v.max(0.0),
-        }
-    }
-
-    /// The activation of a tensor.
-    pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Self::Identity => x,
-            Self::Relu => burn::tensor::activation::relu(x),
-        }
-    }
 }
 
 /// One prunable conv as the pruner sees it: its tensors (in the model's graph), their ids, and
@@ -267,5 +241,15 @@ pub trait Prunable: Module {
         let mut layers = PrunableLayers::default();
         self.prunable_layers(&mut layers);
         layers
+    }
+}
+
+impl PrunableLayer {
+    /// The live stripes of this declared layer as it is: its non-zero skeleton entries.
+    #[must_use]
+    pub fn stripe_layout(&self) -> StripeLayout {
+        let skeleton: Vec<f32> = self.skeleton.clone().into_data().iter::<f32>().collect();
+        let geometry = (self.stride, self.padding);
+        StripeLayout::from_skeleton(self.weight_dims(), geometry, self.bias.is_some(), &skeleton)
     }
 }

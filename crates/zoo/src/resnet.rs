@@ -31,7 +31,6 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use texprune_kernels::output_size;
-use texprune_layer::fold::NormFold;
 use texprune_layer::{
     Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, SkeletonConv2d,
     SkeletonConv2dConfig,
@@ -329,7 +328,7 @@ impl Block {
         if !conv.is_stripe_wise() || conv.stripe_layout().live_stripes() > 0 {
             return None;
         }
-        Some(NormFold::after(conv, norm).shift)
+        Some(conv.norm_fold(norm).shift)
     }
 }
 

@@ -19,10 +19,6 @@
 
 pub mod plan;
 mod rewrite;
-pub mod stripes;
-
-#[cfg(test)]
-mod tests;
 
 pub use plan::{CompactionPlan, ConvPlan, LayerState};
 pub use texprune_kernels::{StripeLayout, StripePosition};

@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 
 use burn::module::{ModuleMapper, Param, ParamId};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::plan::CompactionPlan;
-use super::stripes::index_tensor;
 use crate::PrunableLayers;
 
 /// Replaces, in every parameter whose id it knows, the tensor by its compacted value, and sets
@@ -90,4 +89,10 @@ impl ModuleMapper for Rewrite {
         let marker = param.val().ones_like();
         Param::initialized(ParamId::new(), marker)
     }
+}
+
+/// Indices as an int tensor on `device`.
+fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(idx, [indices.len()]), device)
 }

@@ -9,9 +9,14 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::compact::stripes;
-use crate::{Activation, ModelError};
 use texprune_kernels::output_size;
+
+use crate::fold::{NormFold, host};
+use crate::{Activation, ModelError};
+
+#[cfg(test)]
+mod execution_tests;
+mod stripes;
 
 /// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
 ///
@@ -291,6 +296,14 @@ impl SkeletonConv2d {
         let marker = Tensor::<1, Int>::zeros([1], &device) + i64::from(stripe_wise);
         self.execution = Param::initialized(ParamId::new(), marker);
         self
+    }
+
+    /// `norm`, following this conv, folded into it in inference form ([`NormFold`]): its scale
+    /// and `shift = bn(b)`, this conv's bias read to the host.
+    #[must_use]
+    pub fn norm_fold(&self, norm: &BatchNorm) -> NormFold {
+        let bias = self.bias.as_ref().map(|b| host(b.val()));
+        NormFold::of(norm, bias.as_deref())
     }
 
     /// Whether compaction marked the layer stripe-wise.

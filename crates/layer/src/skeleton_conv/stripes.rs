@@ -12,21 +12,12 @@ use burn::module::ParamId;
 use burn::nn::BatchNorm;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
-use burn::tensor::{Device, Int, Slice, Tensor, TensorData};
+use burn::tensor::{Slice, Tensor, TensorData};
 use texprune_kernels::{Epilogue, StripeLayout, runs_on_host, stripe_conv, with_values};
 
+use super::SkeletonConv2d;
+use crate::Activation;
 use crate::fold::{self, NormFold, host};
-use crate::{Activation, PrunableLayer, SkeletonConv2d};
-
-impl PrunableLayer {
-    /// The live stripes of this declared layer as it is: its non-zero skeleton entries.
-    #[must_use]
-    pub fn stripe_layout(&self) -> StripeLayout {
-        let skeleton: Vec<f32> = self.skeleton.clone().into_data().iter::<f32>().collect();
-        let geometry = (self.stride, self.padding);
-        StripeLayout::from_skeleton(self.weight_dims(), geometry, self.bias.is_some(), &skeleton)
-    }
-}
 
 impl SkeletonConv2d {
     /// The live stripes of this conv as it is: its non-zero skeleton entries.
@@ -159,7 +150,7 @@ fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activat
     let cout = conv.weight_dims()[0];
     let affine = match norm {
         Some(n) => {
-            let NormFold { scale, shift } = NormFold::after(conv, n);
+            let NormFold { scale, shift } = conv.norm_fold(n);
             Some((scale, shift))
         }
         None => conv.bias.as_ref().map(|b| (vec![1.0; cout], host(b.val()))),
@@ -169,12 +160,6 @@ fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activat
         affine: affine.map(|(scale, shift)| (to_f32(scale), to_f32(shift))),
         relu: activation == Activation::Relu,
     }
-}
-
-/// Indices as an int tensor on `device`.
-pub(crate) fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
-    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(idx, [indices.len()]), device)
 }
 
 /// The forward pass in a handful of backend tensor ops, for the GPU backends (and any device
