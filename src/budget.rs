@@ -37,7 +37,9 @@ use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_dtc::LayerMasks;
 use texprune_layer::compact::{CompactionPlan, LayerState};
-use texprune_layer::{CostReport, Prunable, PrunableLayer, PrunableLayers};
+use texprune_layer::{
+    CostReport, Costed, PlannedLayers, Prunable, PrunableLayer, PrunableLayers, Shapes,
+};
 
 use crate::{PruneError, Pruner};
 
@@ -305,7 +307,7 @@ impl Pruner {
             return Ok(());
         };
         let (target, schedule) = (target.clone(), schedule.clone());
-        let probe = CostProbe::new(model, layers, target.quantity)?;
+        let probe = CostProbe::new(model, layers, target.quantity, target.input_size)?;
         if self.control.baseline.is_none() {
             self.control.baseline = Some(probe.measure(layers, &target, |_| None)?);
         }
@@ -370,20 +372,26 @@ impl Pruner {
 
 /// The cost of the compact model under candidate masks, from the declaration and host copies of
 /// the skeletons, biases and norms read once (no weight is read or built): what the controller
-/// evaluates for every δ it tries.
-pub(crate) struct CostProbe {
+/// evaluates for every δ it tries. A model with a cost walk of its own ([`Prunable::costed`]) is
+/// counted by that walk over the plan's shapes at the target's input size, as its reports count
+/// it; any other by its declaration ([`CostReport::of_plan`]).
+pub(crate) struct CostProbe<'a> {
+    costed: Option<&'a dyn Costed>,
+    input_size: [usize; 2],
     declaration: PrunableLayers,
     states: Vec<LayerState>,
     /// For each declared conv, its index among the pruner's layers (None: exempt).
     pruned: Vec<Option<usize>>,
 }
 
-impl CostProbe {
-    /// Reads the states, unless `quantity` is stripes (which needs none).
+impl<'p> CostProbe<'p> {
+    /// Reads the states, unless `quantity` is stripes (which needs none). `input_size` is
+    /// what a model's own cost walk counts at.
     pub(crate) fn new<M: Prunable>(
-        model: &M,
+        model: &'p M,
         layers: &[PrunableLayer],
         quantity: Quantity,
+        input_size: [usize; 2],
     ) -> Result<Self, PruneError> {
         let declaration = model.collect_prunable();
         let states = match quantity {
@@ -398,6 +406,8 @@ impl CostProbe {
             .map(|d| layers.iter().position(|l| l.name == d.name))
             .collect();
         Ok(Self {
+            costed: model.costed(),
+            input_size,
             declaration,
             states,
             pruned,
@@ -426,7 +436,13 @@ impl CostProbe {
             )
             .collect();
         let plan = CompactionPlan::new(&self.declaration, &states)?;
-        Ok(CostReport::of_plan(&self.declaration, &plan)?)
+        Ok(match self.costed {
+            Some(model) => {
+                let planned = PlannedLayers::new(&self.declaration, &plan);
+                model.cost_of(self.input_size, Shapes::Planned(&planned))
+            }
+            None => CostReport::of_plan(&self.declaration, &plan)?,
+        })
     }
 
     /// The target's quantity under `masks` (per pruner layer index; None: unmasked).

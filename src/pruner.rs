@@ -10,7 +10,7 @@ use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams};
 use texprune_dtc::{
     DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
 };
-use texprune_layer::{CostReport, Prunable, PrunableLayer};
+use texprune_layer::{CostReport, ModelError, Prunable, PrunableLayer};
 
 use crate::PruneError;
 use crate::budget::{ControlState, CostProbe, Phase, Quantity, Schedule, Target};
@@ -594,16 +594,26 @@ impl Pruner {
         Ok(texprune_layer::compact(self.apply_masks(model))?)
     }
 
-    /// The cost of the compact model `model` gives under the masks in force, from its
-    /// declaration (each conv at the input size of its last forward pass): what a FLOPs, MACs
-    /// or params target counts.
+    /// The cost of the compact model `model` gives under the masks in force, as a FLOPs, MACs or
+    /// params target counts it: by the model's own cost walk ([`Prunable::costed`]) at the
+    /// target's input size (without a target: the first declared conv's last input size), or
+    /// else from its declaration (each conv at the input size of its last forward pass).
     ///
     /// # Errors
     /// What [`Pruner::layers`] returns, [`PruneError::Model`] for an inconsistent declaration or a
     /// conv that has not run a forward pass.
     pub fn compact_cost<M: Prunable>(&self, model: &M) -> Result<CostReport, PruneError> {
         let layers = self.layers(model)?;
-        let probe = CostProbe::new(model, &layers, Quantity::Flops)?;
+        let input_size =
+            match &self.config.target {
+                Some(target) => target.input_size,
+                None => layers.first().and_then(|l| l.input_size).ok_or_else(|| {
+                    ModelError::Unmeasured {
+                        layer: layers.first().map(|l| l.name.clone()).unwrap_or_default(),
+                    }
+                })?,
+            };
+        let probe = CostProbe::new(model, &layers, Quantity::Flops, input_size)?;
         probe.cost(&layers, |index| self.dtc.masks(index))
     }
 

@@ -14,18 +14,108 @@
 //! `params + skeleton` is the reference's parameter total.
 
 use core::fmt;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use texprune_kernels::output_size;
 
-use crate::compact::CompactionPlan;
-use crate::{ModelError, Prunable, PrunableLayers, SkeletonConv2d};
+use crate::SkeletonConv2d;
 
-/// A model whose params, FLOPs and MACs can be counted.
+/// A model that counts its params, FLOPs and MACs in its own convention (the zoo: the
+/// reference's `flops.py`, METHOD §6), layer by layer in forward order.
+///
+/// The walk reads each prunable conv and linear layer through [`Shapes`]: as the model is
+/// (`cost`), or as a compaction plan would leave it (the budget controller's candidate masks),
+/// so that reports and the controller count with one convention. A model connects its walk to
+/// the controller through [`Prunable::costed`].
 pub trait Costed {
-    /// The per-layer cost for one `[height, width]` input (batch 1).
-    fn cost(&self, input_size: [usize; 2]) -> CostReport;
+    /// The per-layer cost for one `[height, width]` input (batch 1), each prunable layer read
+    /// through `shapes`.
+    fn cost_of(&self, input_size: [usize; 2], shapes: Shapes<'_>) -> CostReport;
+
+    /// The per-layer cost for one `[height, width]` input (batch 1), the model as it is.
+    fn cost(&self, input_size: [usize; 2]) -> CostReport {
+        self.cost_of(input_size, Shapes::Built)
+    }
+}
+
+/// How a cost walk sees a prunable layer's shape.
+#[derive(Debug, Clone, Copy)]
+pub enum Shapes<'a> {
+    /// As the model holds it (dense, or compacted and stripe-wise).
+    Built,
+    /// As compaction by a plan would leave it.
+    Planned(&'a PlannedLayers),
+}
+
+impl Shapes<'_> {
+    /// The shape of the conv declared as `name`.
+    #[must_use]
+    pub fn conv(&self, name: &str, conv: &SkeletonConv2d) -> ConvShape {
+        let built = ConvShape::of(conv);
+        match self {
+            Self::Built => built,
+            Self::Planned(plan) => plan.convs.get(name).cloned().unwrap_or(built),
+        }
+    }
+
+    /// The input features of the linear layer declared as `name` whose weight is
+    /// `[d_in, d_out]` as built.
+    #[must_use]
+    pub fn linear_inputs(&self, name: &str, d_in: usize) -> usize {
+        match self {
+            Self::Built => d_in,
+            Self::Planned(plan) => plan.linears.get(name).copied().unwrap_or(d_in),
+        }
+    }
+}
+
+/// A prunable conv's shape as the cost counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input and output channels.
+    pub channels: [usize; 2],
+    /// Kernel size.
+    pub kernel_size: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding.
+    pub padding: [usize; 2],
+    /// Whether it has a bias.
+    pub bias: bool,
+    /// Live stripes (all `Cout·kh·kw` for a dense conv).
+    pub live_stripes: usize,
+    /// Whether it runs stripe-wise (counted as a stripe conv).
+    pub stripe_wise: bool,
+}
+
+impl ConvShape {
+    /// `conv` as it is.
+    #[must_use]
+    pub fn of(conv: &SkeletonConv2d) -> Self {
+        let [cout, cin, kh, kw] = conv.weight_dims();
+        let stripe_wise = conv.is_stripe_wise();
+        Self {
+            channels: [cin, cout],
+            kernel_size: [kh, kw],
+            stride: conv.stride,
+            padding: conv.padding,
+            bias: conv.bias.is_some(),
+            live_stripes: match stripe_wise {
+                true => conv.stripe_layout().live_stripes(),
+                false => cout * kh * kw,
+            },
+            stripe_wise,
+        }
+    }
+}
+
+/// The shapes a compaction plan leaves, by declared name: what [`Shapes::Planned`] reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlannedLayers {
+    pub(crate) convs: HashMap<String, ConvShape>,
+    pub(crate) linears: HashMap<String, usize>,
 }
 
 /// What a layer is, for the report.
@@ -160,80 +250,24 @@ impl CostReport {
         );
     }
 
-    /// The skeleton conv `conv` on an `hw` input, dense or stripe-wise as it executes;
-    /// returns its output size.
-    pub fn skeleton_conv(
-        &mut self,
-        name: &str,
-        conv: &SkeletonConv2d,
-        hw: [usize; 2],
-    ) -> [usize; 2] {
-        let [cout, cin, kh, kw] = conv.weight_dims();
-        let out = output_size(hw, [kh, kw], conv.stride, conv.padding);
-        let bias = conv.bias.is_some();
-        if conv.is_stripe_wise() {
-            let stripes = conv.stripe_layout().live_stripes();
-            self.stripe_conv(name, [cin, cout], stripes, [kh, kw], conv.stride, out, bias);
+    /// A prunable conv of shape `shape` (from [`Shapes::conv`]) on an `hw` input, dense or
+    /// stripe-wise; returns its output size.
+    pub fn prunable_conv(&mut self, name: &str, shape: &ConvShape, hw: [usize; 2]) -> [usize; 2] {
+        let out = output_size(hw, shape.kernel_size, shape.stride, shape.padding);
+        let ConvShape {
+            channels,
+            kernel_size,
+            stride,
+            bias,
+            live_stripes,
+            ..
+        } = *shape;
+        if shape.stripe_wise {
+            self.stripe_conv(name, channels, live_stripes, kernel_size, stride, out, bias);
         } else {
-            self.conv(name, [cin, cout], [kh, kw], conv.stride, out, bias);
+            self.conv(name, channels, kernel_size, stride, out, bias);
         }
         out
-    }
-
-    /// The cost of the model `layers` declare once compacted by `plan`: every declared conv
-    /// (at the input size of its last forward pass), its norm, and every declared linear layer.
-    /// A conv that keeps all its stripes and channels and is not marked stripe-wise counts as
-    /// the dense conv it is.
-    ///
-    /// # Errors
-    /// [`ModelError::Unmeasured`] when a conv has not run a forward pass (its input size is unknown),
-    /// [`ModelError::Declaration`] when `plan` is not a plan of `layers`.
-    pub fn of_plan(layers: &PrunableLayers, plan: &CompactionPlan) -> Result<Self, ModelError> {
-        let mut report = None;
-        for (layer, conv) in layers.iter().zip(&plan.convs) {
-            let hw = layer.input_size.ok_or_else(|| ModelError::Unmeasured {
-                layer: layer.name.clone(),
-            })?;
-            let [cout, cin, kh, kw] = layer.weight_dims();
-            let report = report.get_or_insert_with(|| Self::new([cin, hw[0], hw[1]]));
-            let out = output_size(hw, [kh, kw], layer.stride, layer.padding);
-            let channels = [conv.inputs.len(), conv.kept.len()];
-            let stripes = conv.live_stripes();
-            let bias = layer.bias.is_some();
-            if !layer.stripe_wise && channels == [cin, cout] && stripes == cout * kh * kw {
-                report.conv(&layer.name, channels, [kh, kw], layer.stride, out, bias);
-            } else {
-                report.stripe_conv(
-                    &layer.name,
-                    channels,
-                    stripes,
-                    [kh, kw],
-                    layer.stride,
-                    out,
-                    bias,
-                );
-            }
-            if let Some(norm) = &layer.norm {
-                report.norm(&norm.name, conv.kept.len(), out);
-            }
-        }
-        let mut report =
-            report.ok_or(ModelError::Declaration("the model declares no conv".into()))?;
-        for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
-            let [_, d_out] = linear.weight.dims();
-            report.linear_layer(&linear.name, rows.len(), d_out, linear.bias);
-        }
-        Ok(report)
-    }
-
-    /// The cost of `model` as compaction would leave it (for a compacted model: as it is),
-    /// from its declaration; each conv counts at the input size of its last forward pass.
-    ///
-    /// # Errors
-    /// What [`CompactionPlan::of`] and [`CostReport::of_plan`] return.
-    pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ModelError> {
-        let layers = model.collect_prunable();
-        Self::of_plan(&layers, &CompactionPlan::of(&layers)?)
     }
 
     /// BatchNorm over `channels` maps of size `hw`.
@@ -275,7 +309,7 @@ impl CostReport {
     }
 
     /// A linear layer `d_in → d_out`, with or without a bias.
-    fn linear_layer(&mut self, name: &str, d_in: usize, d_out: usize, bias: bool) {
+    pub(crate) fn linear_layer(&mut self, name: &str, d_in: usize, d_out: usize, bias: bool) {
         let weights = (d_in * d_out) as u64;
         let bias = if bias { d_out as u64 } else { 0 };
         self.push(

@@ -17,6 +17,7 @@
 
 mod activation;
 pub mod compact;
+mod compact_cost;
 mod cost;
 mod error;
 pub mod fold;
@@ -27,7 +28,7 @@ pub mod testing;
 
 pub use activation::Activation;
 pub use compact::compact;
-pub use cost::{CostReport, Costed, LayerCost, LayerKind, human};
+pub use cost::{ConvShape, CostReport, Costed, LayerCost, LayerKind, PlannedLayers, Shapes, human};
 pub use error::ModelError;
 pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear};
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};

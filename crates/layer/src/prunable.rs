@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 
 use texprune_kernels::StripeLayout;
 
-use crate::{Activation, SkeletonConv2d};
+use crate::{Activation, Costed, SkeletonConv2d};
 
 /// The BatchNorm that directly follows a prunable conv: its `γ` and `β` channels die with the
 /// conv's filters (METHOD §4, step 3), and compaction keeps only its live channels.
@@ -241,6 +241,14 @@ pub trait Prunable: Module {
         let mut layers = PrunableLayers::default();
         self.prunable_layers(&mut layers);
         layers
+    }
+
+    /// The model's own cost walk, if it has one (`Some(self)` for a model that implements
+    /// [`Costed`]): the budget controller then counts a target in that walk's convention, the
+    /// one its reports use. `None` (the default): the declaration's convention,
+    /// [`CostReport::of_plan`](crate::CostReport::of_plan).
+    fn costed(&self) -> Option<&dyn Costed> {
+        None
     }
 }
 

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use texprune_kernels::output_size;
 use texprune_layer::{
-    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, SkeletonConv2d,
+    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, Shapes, SkeletonConv2d,
     SkeletonConv2dConfig,
 };
 
@@ -413,48 +413,61 @@ impl Prunable for ResNet {
         }
         layers.linear("fc", &self.fc);
     }
+
+    fn costed(&self) -> Option<&dyn Costed> {
+        Some(self)
+    }
 }
 
 impl Costed for ResNet {
     /// In the reference's convention: a folded block counts its constant (params only) instead
     /// of its branch; ReLU and pooling are functional there, so not counted.
-    fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
-        let mut report = CostReport::new([self.conv1.weight_dims()[1], h, w]);
-        let mut hw = report.skeleton_conv("conv1", &self.conv1, [h, w]);
-        report.norm("bn1", self.conv1.weight_dims()[0], hw);
+    fn cost_of(&self, [h, w]: [usize; 2], shapes: Shapes<'_>) -> CostReport {
+        let stem = shapes.conv("conv1", &self.conv1);
+        let mut report = CostReport::new([stem.channels[0], h, w]);
+        let mut hw = report.prunable_conv("conv1", &stem, [h, w]);
+        report.norm("bn1", stem.channels[1], hw);
         if self.pool.is_some() {
             hw = output_size(hw, [3, 3], [2, 2], [1, 1]);
         }
         for (i, block) in self.blocks.iter().enumerate() {
             let path = self.block_path(i);
+            let name = |k: usize| format!("{path}.conv{}", k + 1);
+            let branch: Vec<_> = (block.convs.iter().enumerate())
+                .map(|(k, conv)| shapes.conv(&name(k), conv))
+                .collect();
             let mut out = hw;
-            match block.folded_constant() {
-                Some(constant) => {
-                    let nonzero = constant.iter().filter(|c| **c != 0.0).count();
-                    if nonzero > 0 {
-                        report.constant(&format!("{path}.constant"), constant.len());
+            let last = branch
+                .last()
+                .filter(|s| s.stripe_wise && s.live_stripes == 0);
+            match (last, block.convs.last(), block.norms.last()) {
+                // A branch whose last conv has no live stripe adds the constant `bn_last(b)`.
+                (Some(last), Some(conv), Some(norm)) => {
+                    if conv.norm_fold(norm).shift.iter().any(|c| *c != 0.0) {
+                        report.constant(&format!("{path}.constant"), last.channels[1]);
                     }
                     // The branch's output size, for the blocks after it.
-                    for conv in &block.convs {
-                        let [_, _, kh, kw] = conv.weight_dims();
-                        out = output_size(out, [kh, kw], conv.stride, conv.padding);
+                    for shape in &branch {
+                        out = output_size(out, shape.kernel_size, shape.stride, shape.padding);
                     }
                 }
-                None => {
-                    for (k, conv) in block.convs.iter().enumerate() {
-                        out = report.skeleton_conv(&format!("{path}.conv{}", k + 1), conv, out);
-                        report.norm(&format!("{path}.bn{}", k + 1), conv.weight_dims()[0], out);
+                _ => {
+                    for (k, shape) in branch.iter().enumerate() {
+                        out = report.prunable_conv(&name(k), shape, out);
+                        report.norm(&format!("{path}.bn{}", k + 1), shape.channels[1], out);
                     }
                 }
             }
             if let Some(s) = &block.shortcut {
-                let o = report.skeleton_conv(&format!("{path}.downsample.0"), &s.conv, hw);
-                report.norm(&format!("{path}.downsample.1"), s.conv.weight_dims()[0], o);
+                let conv = format!("{path}.downsample.0");
+                let shape = shapes.conv(&conv, &s.conv);
+                let o = report.prunable_conv(&conv, &shape, hw);
+                report.norm(&format!("{path}.downsample.1"), shape.channels[1], o);
             }
             hw = out;
         }
         let [d_in, d_out] = self.fc.weight.dims();
-        report.linear("fc", d_in, d_out);
+        report.linear("fc", shapes.linear_inputs("fc", d_in), d_out);
         report
     }
 }

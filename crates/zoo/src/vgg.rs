@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use texprune_kernels::pool::max_pool_2x2;
 use texprune_kernels::{output_size, runs_on_host, with_values};
 use texprune_layer::{
-    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, SkeletonConv2d,
+    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, Shapes, SkeletonConv2d,
     SkeletonConv2dConfig,
 };
 
@@ -228,21 +228,26 @@ impl Prunable for Vgg {
         }
         layers.linear("classifier", &self.classifier);
     }
+
+    fn costed(&self) -> Option<&dyn Costed> {
+        Some(self)
+    }
 }
 
 impl Costed for Vgg {
     /// Names follow the reference's `Sequential` indices, which end with an `AvgPool2d(1)` (an
     /// identity that `flops.py` counts); ReLU and pools are counted as its modules are.
-    fn cost(&self, [h, w]: [usize; 2]) -> CostReport {
+    fn cost_of(&self, [h, w]: [usize; 2], shapes: Shapes<'_>) -> CostReport {
         let in_channels = self.convs[0].weight_dims()[1];
         let mut report = CostReport::new([in_channels, h, w]);
         let (mut index, mut k, mut hw, mut channels) = (0, 0, [h, w], in_channels);
         for layer in &self.layers {
             match *layer {
                 VggLayer::Conv(_) => {
-                    let conv = &self.convs[k];
-                    hw = report.skeleton_conv(&format!("features.{index}"), conv, hw);
-                    channels = conv.weight_dims()[0];
+                    let name = format!("features.{index}");
+                    let shape = shapes.conv(&name, &self.convs[k]);
+                    hw = report.prunable_conv(&name, &shape, hw);
+                    channels = shape.channels[1];
                     report.norm(&format!("features.{}", index + 1), channels, hw);
                     report.relu(&format!("features.{}", index + 2), channels, hw);
                     (index, k) = (index + 3, k + 1);
@@ -256,7 +261,11 @@ impl Costed for Vgg {
         }
         report.pool(&format!("features.{index}"), 1, channels, hw);
         let [d_in, d_out] = self.classifier.weight.dims();
-        report.linear("classifier", d_in, d_out);
+        report.linear(
+            "classifier",
+            shapes.linear_inputs("classifier", d_in),
+            d_out,
+        );
         report
     }
 }
