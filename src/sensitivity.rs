@@ -2,9 +2,9 @@
 //!
 //! For each thresholded layer alone, the DTC mask at a sweep of base thresholds `δ` (by the DTC
 //! container's rule, [`Sweep::rule`]: DTC's own `|S[f,i,j]| > δ · mean(L) / L_f`, METHOD §4, by
-//! default) is applied to that layer only and the model is evaluated: accuracy and loss against the unpruned baseline. A layer's *sensitivity* is its mean
-//! accuracy drop over the sweep; its *tolerated threshold* the largest `δ` whose drop stays within
-//! the tolerance. Beside it, the layer's texture statistics (mean and spread of the filter
+//! default) is applied to that layer only and the model is evaluated: accuracy and loss against
+//! the unpruned baseline. A layer's *sensitivity* is its mean accuracy drop over the sweep; its
+//! *tolerated threshold* the largest `δ` whose drop stays within the tolerance. Beside it, the layer's texture statistics (mean and spread of the filter
 //! similarity to the layer mean, METHOD §2), and across layers the Spearman rank correlation of
 //! each statistic with the sensitivity.
 

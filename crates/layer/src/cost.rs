@@ -53,10 +53,15 @@ impl Shapes<'_> {
     /// The shape of the conv declared as `name`.
     #[must_use]
     pub fn conv(&self, name: &str, conv: &SkeletonConv2d) -> ConvShape {
-        let built = ConvShape::of(conv);
+        // Only what the plan does not know is read from the conv (a stripe-wise conv's layout
+        // is a device read, and the controller asks for every conv of every probe).
         match self {
-            Self::Built => built,
-            Self::Planned(plan) => plan.convs.get(name).cloned().unwrap_or(built),
+            Self::Built => ConvShape::of(conv),
+            Self::Planned(plan) => plan
+                .convs
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| ConvShape::of(conv)),
         }
     }
 

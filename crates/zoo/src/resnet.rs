@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use texprune_kernels::output_size;
 use texprune_layer::{
-    Activation, CostReport, Costed, ModelError, Prunable, PrunableLayers, Shapes, SkeletonConv2d,
-    SkeletonConv2dConfig,
+    Activation, ConvShape, CostReport, Costed, ModelError, Prunable, PrunableLayers, Shapes,
+    SkeletonConv2d, SkeletonConv2dConfig,
 };
 
 /// Which ResNet family.
@@ -324,11 +324,14 @@ impl Block {
     /// After compaction, the constant `bn_last(bias)` the branch adds when its last conv has no
     /// live stripe (`None` while the branch computes something).
     pub fn folded_constant(&self) -> Option<Vec<f64>> {
+        self.constant_if_dead(&ConvShape::of(self.convs.last()?))
+    }
+
+    /// The constant `bn_last(bias)` the branch adds when its last conv, of shape `last` (as
+    /// built or as a plan leaves it), runs stripe-wise without a live stripe.
+    fn constant_if_dead(&self, last: &ConvShape) -> Option<Vec<f64>> {
         let (conv, norm) = (self.convs.last()?, self.norms.last()?);
-        if !conv.is_stripe_wise() || conv.stripe_layout().live_stripes() > 0 {
-            return None;
-        }
-        Some(conv.norm_fold(norm).shift)
+        (last.stripe_wise && last.live_stripes == 0).then(|| conv.norm_fold(norm).shift)
     }
 }
 
@@ -437,13 +440,13 @@ impl Costed for ResNet {
                 .map(|(k, conv)| shapes.conv(&name(k), conv))
                 .collect();
             let mut out = hw;
-            let last = branch
+            let folded = branch
                 .last()
-                .filter(|s| s.stripe_wise && s.live_stripes == 0);
-            match (last, block.convs.last(), block.norms.last()) {
+                .and_then(|last| Some((last, block.constant_if_dead(last)?)));
+            match folded {
                 // A branch whose last conv has no live stripe adds the constant `bn_last(b)`.
-                (Some(last), Some(conv), Some(norm)) => {
-                    if conv.norm_fold(norm).shift.iter().any(|c| *c != 0.0) {
+                Some((last, constant)) => {
+                    if constant.iter().any(|c| *c != 0.0) {
                         report.constant(&format!("{path}.constant"), last.channels[1]);
                     }
                     // The branch's output size, for the blocks after it.
