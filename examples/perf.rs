@@ -1,6 +1,8 @@
 //! The performance table, measured side by side in one run:
 //! - the pruner's overhead on a ResNet-56 training step (batch 64, forward + cross-entropy +
-//!   backward + SGD), every CDP term on and DTC every step, against the same step without it;
+//!   backward + SGD), every CDP term on and DTC every step, against the same step without it,
+//!   with `Pruner::fit`'s own time beside the plain backward, and the step with a pruner to a
+//!   FLOPs target whose controller re-solves δ every step;
 //! - compact against dense inference for ResNet-56 and VGG-16 (CIFAR, 3×32×32) with 0 %, 50 %
 //!   and 75 % of the stripes removed at random (`texprune_tools::perf::random_stripe_masks`), batch 1
 //!   and 64.
@@ -26,7 +28,9 @@ use texprune::burn::tensor::{Device, Int, Tensor};
 use texprune::checkpoint::write_atomic;
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::VggConfig;
-use texprune::{CdpConfig, Classifier, Costed, DtcConfig, Prunable, Pruner, PrunerConfig};
+use texprune::{
+    CdpConfig, Classifier, Costed, DtcConfig, Prunable, Pruner, PrunerConfig, Schedule, Target,
+};
 use texprune_tools::cli::Backend;
 use texprune_tools::perf::{median, median_ms, random_stripe_masks, synthetic_batch};
 
@@ -82,8 +86,7 @@ struct Inference {
 struct Perf {
     backend: String,
     quick: bool,
-    step_plain_ms: Option<f64>,
-    step_pruner_ms: Option<f64>,
+    training: Option<Training>,
     overhead_ratio: Option<f64>,
     inference: Vec<Inference>,
 }
@@ -100,45 +103,102 @@ fn sgd() -> ModuleOptimizer {
         .init()
 }
 
-/// Median step times (ms) of plain training and of training with the pruner, interleaved step
-/// by step so that both see the same machine load.
-fn training_steps(device: &Device, steps: usize) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+/// Median times (ms) of one ResNet-56 training step of each kind, interleaved step by step so
+/// that all see the same machine load.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Training {
+    /// The plain step: forward, loss, backward, SGD.
+    plain_ms: f64,
+    /// Its backward alone (`loss.backward()` and the gradients collected).
+    plain_backward_ms: f64,
+    /// The step with the pruner: forward, loss, `Pruner::fit`, SGD, `Pruner::apply_masks`.
+    pruner_ms: f64,
+    /// Its `Pruner::fit` alone (penalty, backward, DTC, masks, counts).
+    pruner_fit_ms: f64,
+    /// The step with a pruner to a 50 % FLOPs target whose controller re-solves δ every step
+    /// (`control_every = 1`): the controller's worst case.
+    targeted_ms: f64,
+    /// Its `Pruner::fit` alone.
+    targeted_fit_ms: f64,
+}
+
+/// The training part of the table: the plain step, the step with the pruner (every CDP term,
+/// δ = 0.01, DTC every step) and the step with a pruner to a FLOPs target, interleaved.
+fn training_steps(device: &Device, steps: usize) -> Result<Training, Box<dyn std::error::Error>> {
     let device = device.clone().autodiff();
     let (x, y) = batch(64, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let init = || ResNetConfig::cifar(56).init(&device);
-    let (mut plain, mut pruned): (ResNet, ResNet) = (init()?, init()?);
-    let (mut optim_plain, mut optim_pruned) = (sgd(), sgd());
+    let (mut plain, mut pruned, mut targeted): (ResNet, ResNet, ResNet) =
+        (init()?, init()?, init()?);
+    let (mut optim_plain, mut optim_pruned, mut optim_targeted) = (sgd(), sgd(), sgd());
     let every_term = CdpConfig::every_term(1e-4);
     let mut pruner = Pruner::new(PrunerConfig::new(
         every_term,
         DtcConfig::new().with_threshold(0.01),
     ))?;
-    let (mut t_plain, mut t_pruner) = (Vec::new(), Vec::new());
+    let mut controlled = Pruner::new(PrunerConfig::targeted(
+        Target::flops(0.5, [32, 32]),
+        Schedule::new(0, 1000).with_control_every(1),
+    ))?;
+    let mut times: [Vec<f64>; 6] = Default::default();
+    let ms = |start: std::time::Instant| start.elapsed().as_secs_f64() * 1e3;
     // One warm-up step each, then `steps` timed ones.
     for step in 0..=steps {
         let start = std::time::Instant::now();
         let loss = loss_fn.forward(plain.forward(x.clone()), y.clone());
         let value: f64 = loss.clone().into_scalar();
+        let backward = std::time::Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &plain);
+        let plain_backward_ms = ms(backward);
         plain = optim_plain.step(0.01, plain, grads);
-        let plain_ms = start.elapsed().as_secs_f64() * 1e3;
+        let plain_ms = ms(start);
 
         let start = std::time::Instant::now();
         let loss = loss_fn.forward(pruned.forward(x.clone()), y.clone());
+        let fit_start = std::time::Instant::now();
         let fit = pruner.fit(&pruned, loss)?;
+        let pruner_fit_ms = ms(fit_start);
         pruned = pruner.apply_masks(optim_pruned.step(0.01, pruned, fit.grads));
-        let pruner_ms = start.elapsed().as_secs_f64() * 1e3;
+        let pruner_ms = ms(start);
+
+        let start = std::time::Instant::now();
+        let loss = loss_fn.forward(targeted.forward(x.clone()), y.clone());
+        let fit_start = std::time::Instant::now();
+        let controlled_fit = controlled.fit(&targeted, loss)?;
+        let targeted_fit_ms = ms(fit_start);
+        targeted =
+            controlled.apply_masks(optim_targeted.step(0.01, targeted, controlled_fit.grads));
+        let targeted_ms = ms(start);
         if step > 0 {
-            t_plain.push(plain_ms);
-            t_pruner.push(pruner_ms);
+            let row = [
+                plain_ms,
+                plain_backward_ms,
+                pruner_ms,
+                pruner_fit_ms,
+                targeted_ms,
+                targeted_fit_ms,
+            ];
+            for (series, t) in times.iter_mut().zip(row) {
+                series.push(t);
+            }
         }
         eprintln!(
-            "train step {step}: plain {plain_ms:.0} ms (loss {value:.3}), pruner {pruner_ms:.0} ms ({})",
-            fit.summary
+            "train step {step}: plain {plain_ms:.0} ms (backward {plain_backward_ms:.0}, loss \
+             {value:.3}), pruner {pruner_ms:.0} ms (fit {pruner_fit_ms:.0}; {}), targeted \
+             {targeted_ms:.0} ms (fit {targeted_fit_ms:.0}; {})",
+            fit.summary, controlled_fit.summary
         );
     }
-    Ok((median(t_plain), median(t_pruner)))
+    let [a, b, c, d, e, f] = times.map(median);
+    Ok(Training {
+        plain_ms: a,
+        plain_backward_ms: b,
+        pruner_ms: c,
+        pruner_fit_ms: d,
+        targeted_ms: e,
+        targeted_fit_ms: f,
+    })
 }
 
 /// Dense against compact inference of `model` at each removal rate and batch size.
@@ -216,9 +276,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let perf = Perf {
         backend: args.backend.to_string(),
         quick: args.quick,
-        step_plain_ms: train.map(|t| t.0),
-        step_pruner_ms: train.map(|t| t.1),
-        overhead_ratio: train.map(|(plain, pruner)| pruner / plain),
+        training: train,
+        overhead_ratio: train.map(|t| t.pruner_ms / t.plain_ms),
         inference: rows,
     };
     println!(
@@ -226,12 +285,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         perf.backend,
         if args.quick { " (quick)" } else { "" }
     );
-    if let (Some(plain), Some(pruner), Some(ratio)) =
-        (perf.step_plain_ms, perf.step_pruner_ms, perf.overhead_ratio)
-    {
+    if let Some(t) = &perf.training {
         println!(
-            "ResNet-56 training step, batch 64: plain {plain:.0} ms, with pruner {pruner:.0} ms, \
-             overhead ratio {ratio:.3}"
+            "ResNet-56 training step, batch 64 (medians): plain {:.0} ms (backward {:.0}), with \
+             pruner {:.0} ms (fit {:.0}), overhead ratio {:.3}; to a FLOPs target, δ re-solved \
+             every step {:.0} ms (fit {:.0}), ratio {:.3}",
+            t.plain_ms,
+            t.plain_backward_ms,
+            t.pruner_ms,
+            t.pruner_fit_ms,
+            t.pruner_ms / t.plain_ms,
+            t.targeted_ms,
+            t.targeted_fit_ms,
+            t.targeted_ms / t.plain_ms
         );
     }
     println!(

@@ -36,12 +36,11 @@ use burn::config::Config;
 use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_dtc::LayerMasks;
-use texprune_layer::compact::{CompactionPlan, LayerState};
-use texprune_layer::{
-    CostReport, Costed, PlannedLayers, Prunable, PrunableLayer, PrunableLayers, Shapes,
-};
+use texprune_layer::compact::{CompactionPlan, LayerState, Wiring};
+use texprune_layer::{CostReport, Costed, PlannedLayers, Shapes};
 
-use crate::{PruneError, Pruner};
+use crate::PruneError;
+use crate::snapshot::Snapshot;
 
 /// The quantity a [`Target`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,49 +281,78 @@ pub(crate) fn boundary<E>(
     Ok((lo, hi))
 }
 
-/// The controller: δ from the target, the ramp and the current skeletons.
-impl Pruner {
-    /// Without a target, the schedule's ramped δ for the step about to run, if it has a ramp.
-    pub(crate) fn ramp_threshold(&self) -> Option<f64> {
-        if self.config.target.is_some() {
-            return None;
+/// The target controller (see the module's rule): sets δ on a pruning step from the target, the
+/// schedule's ramp and a measure of the target's quantity under candidate thresholds. It knows
+/// no model and no mask: the pruner hands it the measure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Controller<'a> {
+    target: &'a Target,
+    schedule: &'a Schedule,
+}
+
+/// What the controller decided on one pruning step.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    /// The δ DTC runs with.
+    pub threshold: f64,
+    /// The controller's state after the step (baseline, fraction removed with `threshold`).
+    pub state: ControlState,
+}
+
+impl<'a> Controller<'a> {
+    /// The controller of `config`'s target, if it has one (a target always has a schedule).
+    pub(crate) fn of(config: &'a crate::PrunerConfig) -> Option<Self> {
+        match (&config.target, &config.schedule) {
+            (Some(target), Some(schedule)) => Some(Self { target, schedule }),
+            _ => None,
         }
-        let schedule = self.config.schedule.as_ref()?;
-        let ramp = schedule.threshold_ramp.as_ref()?;
-        Some(ramp.at(self.step.saturating_sub(schedule.warmup_steps)))
     }
 
-    /// With a target, on every pruning step: keeps δ unless its masks would remove more than
-    /// the ramp allows, and on control steps (or when it would) sets δ to the largest value whose
-    /// masks stay at or below the ramp; on the last pruning step, the smallest that meets the
-    /// target, then freezes the masks (see [`crate::budget`]). Records the fraction removed.
-    pub(crate) fn control_threshold<M: Prunable>(
-        &mut self,
-        model: &M,
-        layers: &[PrunableLayer],
-    ) -> Result<(), PruneError> {
-        let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
-            return Ok(());
+    /// The target.
+    pub(crate) fn target(&self) -> &'a Target {
+        self.target
+    }
+
+    /// δ for pruning step `step`, with `current` the δ in force and `state` the state before the
+    /// step. `quantity(None)` is the target's quantity with nothing pruned (read once, for the
+    /// baseline); `quantity(Some(δ))` the quantity if DTC ran now with δ (non-increasing in δ).
+    ///
+    /// Keeps `current` unless its masks would remove more than the ramp allows; on control steps
+    /// (or when it would) the largest δ whose masks stay at or below the ramp; on the last
+    /// pruning step the smallest δ found that meets the target.
+    pub(crate) fn decide(
+        &self,
+        step: u64,
+        current: f64,
+        state: &ControlState,
+        mut quantity: impl FnMut(Option<f64>) -> Result<f64, PruneError>,
+    ) -> Result<Decision, PruneError> {
+        let baseline = match state.baseline {
+            Some(b) => b,
+            None => quantity(None)?,
         };
-        let (target, schedule) = (target.clone(), schedule.clone());
-        let probe = CostProbe::new(model, layers, target.quantity, target.input_size)?;
-        if self.control.baseline.is_none() {
-            self.control.baseline = Some(probe.measure(layers, &target, |_| None)?);
-        }
-        let goal = target.remove * schedule.ramp(self.step);
-        let current = self.dtc.config().threshold;
-        let kept = match schedule.is_control_step(self.step) {
+        let mut removed_at = |delta: f64| -> Result<f64, PruneError> {
+            let value = quantity(Some(delta))?;
+            Ok(if baseline > 0.0 {
+                1.0 - value / baseline
+            } else {
+                0.0
+            })
+        };
+        let schedule = self.schedule;
+        let goal = self.target.remove * schedule.ramp(step);
+        let last = step + 1 == schedule.warmup_steps + schedule.prune_steps;
+        let kept = match schedule.is_control_step(step) {
             true => None,
-            false => Some(self.removed_at(&probe, layers, &target, current)?),
+            false => Some(removed_at(current)?),
         };
-        let last = self.step + 1 == schedule.warmup_steps + schedule.prune_steps;
-        self.control.removed = match kept {
-            Some(removed) if removed <= goal && !last => removed,
+        let (threshold, removed) = match kept {
+            Some(removed) if removed <= goal && !last => (current, removed),
             _ => {
                 let mut tried = Vec::new();
                 let start = if current > 0.0 { current } else { 1e-2 };
                 let (lo, hi) = boundary(start, 16, |delta| {
-                    let removed = self.removed_at(&probe, layers, &target, delta)?;
+                    let removed = removed_at(delta)?;
                     tried.push((delta, removed));
                     Ok::<_, PruneError>(removed <= goal)
                 })?;
@@ -334,97 +362,98 @@ impl Pruner {
                 } else {
                     lo
                 };
-                self.set_threshold(delta)?;
-                match tried.iter().find(|(d, _)| *d == delta) {
+                let removed = match tried.iter().find(|(d, _)| *d == delta) {
                     Some(&(_, removed)) => removed,
-                    None => self.removed_at(&probe, layers, &target, delta)?,
-                }
+                    None => removed_at(delta)?,
+                };
+                (delta, removed)
             }
         };
-        Ok(())
-    }
-
-    /// The fraction of the target's quantity removed if DTC ran now with base threshold `delta`.
-    fn removed_at(
-        &self,
-        probe: &CostProbe,
-        layers: &[PrunableLayer],
-        target: &Target,
-        delta: f64,
-    ) -> Result<f64, PruneError> {
-        let masks: Vec<Option<LayerMasks>> = layers
-            .iter()
-            .enumerate()
-            .map(|(index, l)| {
-                l.thresholded
-                    .then(|| self.dtc.preview(index, self.values(l), delta))
-            })
-            .collect();
-        let value = probe.measure(layers, target, |index| masks[index].as_ref())?;
-        let baseline = self.control.baseline.unwrap_or(value);
-        Ok(if baseline > 0.0 {
-            1.0 - value / baseline
-        } else {
-            0.0
+        Ok(Decision {
+            threshold,
+            state: ControlState {
+                baseline: Some(baseline),
+                removed,
+            },
         })
     }
 }
 
-/// The cost of the compact model under candidate masks, from the declaration and host copies of
-/// the skeletons, biases and norms read once (no weight is read or built): what the controller
-/// evaluates for every δ it tries. A model with a cost walk of its own ([`Prunable::costed`]) is
-/// counted by that walk over the plan's shapes at the target's input size, as its reports count
-/// it; any other by its declaration ([`CostReport::of_plan`]).
+/// Without a target, the schedule's ramped δ for step `step`, if the schedule has a ramp.
+pub(crate) fn ramp_threshold(config: &crate::PrunerConfig, step: u64) -> Option<f64> {
+    if config.target.is_some() {
+        return None;
+    }
+    let schedule = config.schedule.as_ref()?;
+    let ramp = schedule.threshold_ramp.as_ref()?;
+    Some(ramp.at(step.saturating_sub(schedule.warmup_steps)))
+}
+
+/// The cost of the compact model under candidate masks, from the declaration (its wiring
+/// resolved once) and host copies of the skeletons, biases and norms read once (no weight is
+/// read or built): what the controller evaluates for every δ it tries. A model with a cost walk
+/// of its own ([`Prunable::costed`](texprune_layer::Prunable::costed)) is counted by that walk
+/// over the plan's shapes at the target's input size, as its reports count it; any other by its
+/// declaration ([`CostReport::of_plan`]).
 pub(crate) struct CostProbe<'a> {
+    quantity: Quantity,
     costed: Option<&'a dyn Costed>,
     input_size: [usize; 2],
-    declaration: PrunableLayers,
+    snapshot: &'a Snapshot,
+    /// None for stripes.
+    wiring: Option<Wiring>,
     states: Vec<LayerState>,
-    /// For each declared conv, its index among the pruner's layers (None: exempt).
-    pruned: Vec<Option<usize>>,
 }
 
 impl<'p> CostProbe<'p> {
-    /// Reads the states, unless `quantity` is stripes (which needs none). `input_size` is
-    /// what a model's own cost walk counts at.
-    pub(crate) fn new<M: Prunable>(
-        model: &'p M,
-        layers: &[PrunableLayer],
+    /// A probe of `quantity`: resolves the wiring and reads the states of `snapshot`'s
+    /// declaration, unless `quantity` is stripes (which needs neither). `input_size` is what a
+    /// model's own cost walk counts at.
+    pub(crate) fn new(
+        snapshot: &'p Snapshot,
+        costed: Option<&'p dyn Costed>,
         quantity: Quantity,
         input_size: [usize; 2],
     ) -> Result<Self, PruneError> {
-        let declaration = model.collect_prunable();
-        let states = match quantity {
-            Quantity::Stripes => Vec::new(),
-            _ => declaration
-                .iter()
-                .map(LayerState::read)
-                .collect::<Result<_, _>>()?,
+        let declaration = &snapshot.declaration;
+        let (wiring, states) = match quantity {
+            Quantity::Stripes => (None, Vec::new()),
+            _ => (
+                Some(Wiring::resolve(declaration)?),
+                declaration
+                    .iter()
+                    .map(LayerState::read)
+                    .collect::<Result<_, _>>()?,
+            ),
         };
-        let pruned = declaration
-            .iter()
-            .map(|d| layers.iter().position(|l| l.name == d.name))
-            .collect();
         Ok(Self {
-            costed: model.costed(),
+            quantity,
+            costed,
             input_size,
-            declaration,
+            snapshot,
+            wiring,
             states,
-            pruned,
         })
     }
 
     /// The cost under `masks` (per pruner layer index; None: unmasked).
+    ///
+    /// # Panics
+    /// On a probe of stripes (which reads no state).
     pub(crate) fn cost<'a>(
         &self,
-        layers: &[PrunableLayer],
         masks: impl Fn(usize) -> Option<&'a LayerMasks>,
     ) -> Result<CostReport, PruneError> {
+        let wiring = self
+            .wiring
+            .as_ref()
+            .expect("a cost probe resolves the wiring");
         let host = |t: Tensor<1, Bool>| -> Vec<bool> { t.into_data().iter::<bool>().collect() };
+        let layers = &self.snapshot.layers;
         let states: Vec<LayerState> = self
             .states
             .iter()
-            .zip(&self.pruned)
+            .zip(&self.snapshot.index)
             .map(
                 |(state, index)| match index.filter(|&i| layers[i].thresholded).and_then(&masks) {
                     Some(m) => state.masked(
@@ -435,28 +464,27 @@ impl<'p> CostProbe<'p> {
                 },
             )
             .collect();
-        let plan = CompactionPlan::new(&self.declaration, &states)?;
+        let declaration = &self.snapshot.declaration;
+        let plan = CompactionPlan::with_wiring(declaration, wiring, &states)?;
         Ok(match self.costed {
             Some(model) => {
-                let planned = PlannedLayers::new(&self.declaration, &plan);
+                let planned = PlannedLayers::new(declaration, &plan);
                 model.cost_of(self.input_size, Shapes::Planned(&planned))
             }
-            None => CostReport::of_plan(&self.declaration, &plan)?,
+            None => CostReport::of_plan(declaration, &plan)?,
         })
     }
 
-    /// The target's quantity under `masks` (per pruner layer index; None: unmasked).
+    /// The probe's quantity under `masks` (per pruner layer index; None: unmasked).
     pub(crate) fn measure<'a>(
         &self,
-        layers: &[PrunableLayer],
-        target: &Target,
         masks: impl Fn(usize) -> Option<&'a LayerMasks>,
     ) -> Result<f64, PruneError> {
-        if target.quantity == Quantity::Stripes {
-            return Ok(Pruner::live_counts(layers, masks).0 as f64);
+        if self.quantity == Quantity::Stripes {
+            return Ok(self.snapshot.live_counts(masks).0 as f64);
         }
-        let cost = self.cost(layers, masks)?;
-        Ok(match target.quantity {
+        let cost = self.cost(masks)?;
+        Ok(match self.quantity {
             Quantity::Flops => cost.flops(),
             Quantity::Macs => cost.macs(),
             Quantity::Params => cost.params(),
@@ -523,5 +551,61 @@ mod tests {
         let ramp = ThresholdRamp::new(0.02, 4);
         let deltas: Vec<f64> = (0..6).map(|s| ramp.at(s)).collect();
         assert_eq!(deltas, [0.0, 0.005, 0.01, 0.015, 0.02, 0.02]);
+    }
+
+    /// The controller alone, on a measure with 100 stripes of 10 FLOPs each that fall at
+    /// `δ = 0.01, 0.02, …`: each step stays at or under the ramp, the last one meets the target
+    /// with the smallest δ that does, and the baseline is read once.
+    #[test]
+    fn the_controller_follows_the_ramp_and_meets_the_target() {
+        let target = Target::flops(0.45, [32, 32]);
+        let schedule = Schedule::new(2, 10).with_control_every(3);
+        let controller = Controller {
+            target: &target,
+            schedule: &schedule,
+        };
+        let flops = |delta: f64| {
+            1000.0 - 10.0 * (1..=100).filter(|i| 0.01 * f64::from(*i) < delta).count() as f64
+        };
+        let (mut state, mut threshold, mut baselines) = (ControlState::default(), 0.0, 0);
+        for step in 2..12 {
+            let decision = controller
+                .decide(step, threshold, &state, |delta| {
+                    Ok(match delta {
+                        None => {
+                            baselines += 1;
+                            1000.0
+                        }
+                        Some(delta) => flops(delta),
+                    })
+                })
+                .unwrap();
+            (threshold, state) = (decision.threshold, decision.state);
+            assert_eq!(
+                state.removed,
+                1.0 - flops(threshold) / 1000.0,
+                "step {step}"
+            );
+            let goal = target.remove * schedule.ramp(step);
+            if step < 11 {
+                assert!(
+                    state.removed <= goal,
+                    "step {step}: {} > {goal}",
+                    state.removed
+                );
+                // Control steps take the largest δ under the ramp: one more stripe passes it.
+                if schedule.is_control_step(step) {
+                    assert!(
+                        1.0 - flops(threshold + 0.0101) / 1000.0 > goal,
+                        "step {step}"
+                    );
+                }
+            } else {
+                assert!(state.removed >= 0.45, "{}", state.removed);
+                assert!(1.0 - flops(threshold * 0.999) / 1000.0 < 0.45 + 1e-12);
+            }
+        }
+        assert_eq!(state.baseline, Some(1000.0));
+        assert_eq!(baselines, 1);
     }
 }

@@ -71,6 +71,7 @@ mod error;
 mod layer_texture;
 mod masking;
 mod pruner;
+mod snapshot;
 
 pub mod budget;
 pub mod checkpoint;

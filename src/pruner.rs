@@ -6,15 +6,18 @@ use burn::config::Config;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
-use texprune_cdp::{Cdp, CdpConfig, CdpState, LayerParams};
+use texprune_cdp::{Cdp, CdpConfig, CdpState};
 use texprune_dtc::{
     DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
 };
-use texprune_layer::{CostReport, ModelError, Prunable, PrunableLayer};
+use texprune_layer::{CostReport, Costed, ModelError, Prunable, PrunableLayer};
 
 use crate::PruneError;
-use crate::budget::{ControlState, CostProbe, Phase, Quantity, Schedule, Target};
+use crate::budget::{
+    ControlState, Controller, CostProbe, Phase, Quantity, Schedule, Target, ramp_threshold,
+};
 use crate::masking::{MaskMapper, mask_gradient};
+use crate::snapshot::Snapshot;
 
 /// Version of [`PrunerState`]'s layout (2: the configuration gained `dtc.rule` and
 /// `layer_scales`).
@@ -280,34 +283,12 @@ impl Pruner {
     /// [`PruneError::UnknownLayer`] when an exempt or scaled layer name is not one of `model`'s,
     /// [`PruneError::NoLayers`] when it declares no prunable layer left to prune.
     pub fn layers<M: Prunable>(&self, model: &M) -> Result<Vec<PrunableLayer>, PruneError> {
-        let all = model.collect_prunable().into_vec();
-        if let Some(name) = self
-            .config
-            .exempt
-            .iter()
-            .chain(self.config.layer_scales.iter().map(|(name, _)| name))
-            .find(|e| !all.iter().any(|l| &l.name == *e))
-        {
-            return Err(PruneError::unknown_layer(name.clone(), &all));
-        }
-        let layers: Vec<_> = all
-            .into_iter()
-            .filter(|l| !self.config.exempt.contains(&l.name))
-            .collect();
-        if layers.is_empty() {
-            return Err(PruneError::NoLayers);
-        }
-        Ok(layers)
+        Ok(self.snapshot(model)?.layers)
     }
 
-    fn layer_params(layers: &[PrunableLayer]) -> Vec<LayerParams> {
-        layers
-            .iter()
-            .map(|l| LayerParams {
-                weight: l.weight.clone(),
-                skeleton: l.skeleton.clone(),
-            })
-            .collect()
+    /// `model`'s declaration, collected once for a step (see [`Snapshot`]).
+    fn snapshot<M: Prunable>(&self, model: &M) -> Result<Snapshot, PruneError> {
+        Snapshot::collect(model, &self.config)
     }
 
     /// The CDP penalty of `model` alone, a scalar in the model's graph (`None` when every
@@ -316,16 +297,14 @@ impl Pruner {
     /// # Errors
     /// What [`Pruner::layers`] returns, [`PruneError::Cdp`] when the penalty cannot be evaluated.
     pub fn penalty<M: Prunable>(&self, model: &M) -> Result<Option<Tensor<1>>, PruneError> {
-        let layers = self.layers(model)?;
-        Ok(self
-            .cdp
-            .evaluate(&Self::layer_params(&layers))
-            .map(|p| p.total))
+        let snapshot = self.snapshot(model)?;
+        Ok(self.cdp.evaluate(&snapshot.params()).map(|p| p.total))
     }
 
     /// One training step's pruning work: adds the CDP penalty to `loss`, back-propagates,
     /// applies the DTC step to the gradients and returns them for the optimizer
-    /// ([`Pruner::gradients`] then [`Pruner::advance`]).
+    /// ([`Pruner::gradients`] then [`Pruner::advance`], with the model's declaration collected
+    /// once and the gradients masked once).
     ///
     /// Then call [`Pruner::apply_masks`] on the model the optimizer returns, so pruned entries
     /// are exactly 0 whatever the optimizer's momentum does:
@@ -341,17 +320,14 @@ impl Pruner {
     /// or penalty, what [`Pruner::layers`] returns, and [`PruneError::Budget`] when the target
     /// controller finds no threshold that meets the target.
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
-        let (mut fit, masses) = self.backward(model, loss)?;
-        self.advance_with(model, &mut fit.grads, masses)?;
-        if fit.summary.phase == Phase::Prune {
-            // The DTC step changed the masks: count them again.
-            let layers = self.layers(model)?;
-            (fit.summary.live_stripes, fit.summary.live_filters) =
-                Self::live_counts(&layers, |index| self.dtc.masks(index));
-        }
-        fit.summary.threshold = self.dtc.config().threshold;
-        fit.summary.removed = self.config.target.as_ref().map(|_| self.control.removed);
-        Ok(fit)
+        let snapshot = self.snapshot(model)?;
+        let (mut grads, mut summary, masses) = self.backward(&snapshot, model, loss)?;
+        self.advance_with(&snapshot, model.costed(), masses)?;
+        // Masks only grow, so the masks now in force cover those of the step's start.
+        self.finish(&snapshot, &mut grads, &mut summary);
+        summary.threshold = self.dtc.config().threshold;
+        summary.removed = self.config.target.as_ref().map(|_| self.control.removed);
+        Ok(Fit { grads, summary })
     }
 
     /// The read-only half of [`Pruner::fit`], for data-parallel training where several replicas
@@ -362,7 +338,10 @@ impl Pruner {
     /// # Errors
     /// As [`Pruner::fit`], except the controller's.
     pub fn gradients<M: Prunable>(&self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
-        self.backward(model, loss).map(|(fit, _)| fit)
+        let snapshot = self.snapshot(model)?;
+        let (mut grads, mut summary, _) = self.backward(&snapshot, model, loss)?;
+        self.finish(&snapshot, &mut grads, &mut summary);
+        Ok(Fit { grads, summary })
     }
 
     /// The mutating half of [`Pruner::fit`], once per optimizer step on the combined gradients:
@@ -378,38 +357,40 @@ impl Pruner {
         model: &M,
         grads: &mut GradientsParams,
     ) -> Result<(), PruneError> {
-        let masses = match self.phase() {
+        let snapshot = self.snapshot(model)?;
+        let phase = self.phase();
+        let masses = match phase {
             Phase::FineTune => None,
-            Phase::Warmup | Phase::Prune => {
-                let layers = self.layers(model)?;
-                self.cdp
-                    .evaluate(&Self::layer_params(&layers))
-                    .map(|p| p.masses)
-            }
+            Phase::Warmup | Phase::Prune => self.cdp.evaluate(&snapshot.params()).map(|p| p.masses),
         };
-        self.advance_with(model, grads, masses)
+        self.advance_with(&snapshot, model.costed(), masses)?;
+        if phase == Phase::Prune {
+            self.mask_layers(&snapshot.layers, grads);
+        }
+        Ok(())
     }
 
+    /// Task loss + penalty (per the phase), backward, and the scalars read and checked: the
+    /// unmasked gradients, the summary (live counts not yet counted) and the texture masses.
     fn backward<M: Prunable>(
         &self,
+        snapshot: &Snapshot,
         model: &M,
         loss: Tensor<1>,
-    ) -> Result<(Fit, Option<Vec<Tensor<1>>>), PruneError> {
+    ) -> Result<(GradientsParams, StepSummary, Option<Vec<Tensor<1>>>), PruneError> {
         if !loss.is_tracked() {
             return Err(PruneError::NotAutodiff);
         }
-        let layers = self.layers(model)?;
         let phase = self.phase();
         let penalty = match phase {
             Phase::FineTune => None,
-            Phase::Warmup | Phase::Prune => self.cdp.evaluate(&Self::layer_params(&layers)),
+            Phase::Warmup | Phase::Prune => self.cdp.evaluate(&snapshot.params()),
         };
         let total = match &penalty {
             Some(p) => loss.clone() + p.total.clone(),
             None => loss.clone(),
         };
-        let mut grads = GradientsParams::from_grads(total.backward(), model);
-        self.mask_layers(&layers, &mut grads);
+        let grads = GradientsParams::from_grads(total.backward(), model);
         let step = self.step + 1;
         let (loss, penalty_value) = read_scalars(loss, penalty.as_ref().map(|p| p.total.clone()));
         if !loss.is_finite() {
@@ -421,53 +402,95 @@ impl Pruner {
                 value: penalty_value,
             });
         }
-        let (live_stripes, live_filters) =
-            Self::live_counts(&layers, |index| self.dtc.masks(index));
-        let (total_stripes, total_filters) = totals(&layers);
+        let (total_stripes, total_filters) = snapshot.totals();
         let summary = StepSummary {
             step,
             loss,
             penalty: penalty_value,
-            live_stripes,
+            live_stripes: total_stripes,
             total_stripes,
-            live_filters,
+            live_filters: total_filters,
             total_filters,
             phase,
             threshold: match phase {
-                Phase::Prune => self.ramp_threshold(),
+                Phase::Prune => ramp_threshold(&self.config, self.step),
                 Phase::Warmup | Phase::FineTune => None,
             }
             .unwrap_or(self.dtc.config().threshold),
             removed: self.config.target.as_ref().map(|_| self.control.removed),
         };
-        Ok((Fit { grads, summary }, penalty.map(|p| p.masses)))
+        Ok((grads, summary, penalty.map(|p| p.masses)))
     }
 
-    fn advance_with<M: Prunable>(
+    /// Masks `grads` with the masks in force and counts them into `summary`.
+    fn finish(&self, snapshot: &Snapshot, grads: &mut GradientsParams, summary: &mut StepSummary) {
+        self.mask_layers(&snapshot.layers, grads);
+        (summary.live_stripes, summary.live_filters) =
+            snapshot.live_counts(|index| self.dtc.masks(index));
+    }
+
+    /// On a pruning step the ramped or controlled δ and the DTC step; then the texture-mass
+    /// history and the step counter. On an error the pruner is unchanged.
+    fn advance_with(
         &mut self,
-        model: &M,
-        grads: &mut GradientsParams,
+        snapshot: &Snapshot,
+        costed: Option<&dyn Costed>,
         masses: Option<Vec<Tensor<1>>>,
     ) -> Result<(), PruneError> {
-        let layers = self.layers(model)?;
         if self.phase() == Phase::Prune {
-            if let Some(delta) = self.ramp_threshold() {
+            if let Some(delta) = ramp_threshold(&self.config, self.step) {
                 self.set_threshold(delta)?;
             }
-            // Tensors are shared handles: keeping the masks in force costs nothing, and restores
-            // them if the controller fails.
-            let before = (self.dtc.clone(), self.control.clone());
-            if let Err(error) = self.control_threshold(model, &layers) {
-                (self.dtc, self.control) = before;
-                return Err(error);
-            }
-            self.threshold_layers(&layers, grads);
+            self.control_threshold(snapshot, costed)?;
+            self.threshold_layers(&snapshot.layers);
         }
         if let Some(masses) = masses {
             self.cdp.commit(masses);
         }
         self.step += 1;
         Ok(())
+    }
+
+    /// With a target, the controller's δ for this pruning step (see [`crate::budget`]): measured
+    /// on the compact model that DTC's masks under each candidate δ would give. Changes nothing
+    /// on an error.
+    fn control_threshold(
+        &mut self,
+        snapshot: &Snapshot,
+        costed: Option<&dyn Costed>,
+    ) -> Result<(), PruneError> {
+        let Some(controller) = Controller::of(&self.config) else {
+            return Ok(());
+        };
+        let target = controller.target();
+        let probe = CostProbe::new(snapshot, costed, target.quantity, target.input_size)?;
+        let decision = controller.decide(
+            self.step,
+            self.dtc.config().threshold,
+            &self.control,
+            |delta| match delta {
+                None => probe.measure(|_| None),
+                Some(delta) => {
+                    let masks = self.preview(&snapshot.layers, delta);
+                    probe.measure(|index| masks[index].as_ref())
+                }
+            },
+        )?;
+        self.set_threshold(decision.threshold)?;
+        self.control = decision.state;
+        Ok(())
+    }
+
+    /// The masks DTC would give each thresholded layer with base threshold `delta`.
+    fn preview(&self, layers: &[PrunableLayer], delta: f64) -> Vec<Option<LayerMasks>> {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(index, l)| {
+                l.thresholded
+                    .then(|| self.dtc.preview(index, self.values(l), delta))
+            })
+            .collect()
     }
 
     /// The DTC step alone (METHOD §4): recomputes every thresholded layer's thresholds and masks
@@ -481,17 +504,19 @@ impl Pruner {
         model: &M,
         grads: &mut GradientsParams,
     ) -> Result<(), PruneError> {
-        let layers = self.layers(model)?;
-        self.threshold_layers(&layers, grads);
+        let snapshot = self.snapshot(model)?;
+        self.threshold_layers(&snapshot.layers);
+        self.mask_layers(&snapshot.layers, grads);
         Ok(())
     }
 
-    fn threshold_layers(&mut self, layers: &[PrunableLayer], grads: &mut GradientsParams) {
+    /// The DTC step on `layers`' skeletons: new thresholds and masks for every thresholded
+    /// layer.
+    fn threshold_layers(&mut self, layers: &[PrunableLayer]) {
         for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
             let values = self.values(layer);
             self.dtc.update(index, values);
         }
-        self.mask_layers(layers, grads);
     }
 
     /// What the threshold rule reads of `layer`: its skeleton, its weight (for
@@ -538,8 +563,8 @@ impl Pruner {
         model: &M,
         grads: &mut GradientsParams,
     ) -> Result<(), PruneError> {
-        let layers = self.layers(model)?;
-        self.mask_layers(&layers, grads);
+        let snapshot = self.snapshot(model)?;
+        self.mask_layers(&snapshot.layers, grads);
         Ok(())
     }
 
@@ -557,29 +582,20 @@ impl Pruner {
         }
     }
 
-    /// A mapper that zeroes, per thresholded layer, the skeleton entries and coupled BatchNorm
-    /// channels `masks` prunes.
-    fn mapper<'a>(
-        layers: &[PrunableLayer],
-        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
-    ) -> MaskMapper {
+    /// Sets every pruned skeleton entry and every dead coupled BatchNorm channel of `model` to
+    /// exactly 0, with the masks in force.
+    pub fn apply_masks<M: Prunable>(&self, model: M) -> M {
+        let Ok(snapshot) = self.snapshot(&model) else {
+            return model;
+        };
         let mut mapper = MaskMapper::default();
-        for (index, layer) in layers.iter().enumerate() {
-            let Some(masks) = masks(index).filter(|_| layer.thresholded) else {
+        for (index, layer) in snapshot.layers.iter().enumerate() {
+            let Some(masks) = self.dtc.masks(index).filter(|_| layer.thresholded) else {
                 continue;
             };
             mapper.insert_layer(layer, masks.stripes.clone(), masks.alive.clone());
         }
-        mapper
-    }
-
-    /// Sets every pruned skeleton entry and every dead coupled BatchNorm channel of `model` to
-    /// exactly 0, with the masks in force.
-    pub fn apply_masks<M: Prunable>(&self, model: M) -> M {
-        let Ok(layers) = self.layers(&model) else {
-            return model;
-        };
-        model.map(&mut Self::mapper(&layers, |index| self.dtc.masks(index)))
+        model.map(&mut mapper)
     }
 
     /// The compact inference model of `model` under the masks in force, of `model`'s own type:
@@ -603,55 +619,16 @@ impl Pruner {
     /// What [`Pruner::layers`] returns, [`PruneError::Model`] for an inconsistent declaration or a
     /// conv that has not run a forward pass.
     pub fn compact_cost<M: Prunable>(&self, model: &M) -> Result<CostReport, PruneError> {
-        let layers = self.layers(model)?;
-        let input_size =
-            match &self.config.target {
-                Some(target) => target.input_size,
-                None => layers.first().and_then(|l| l.input_size).ok_or_else(|| {
-                    ModelError::Unmeasured {
-                        layer: layers.first().map(|l| l.name.clone()).unwrap_or_default(),
-                    }
-                })?,
-            };
-        let probe = CostProbe::new(model, &layers, Quantity::Flops, input_size)?;
-        probe.cost(&layers, |index| self.dtc.masks(index))
-    }
-
-    /// Live stripes and filters of the thresholded layers under `masks` (per layer index; a
-    /// layer without masks is all alive), read in one transaction.
-    pub(crate) fn live_counts<'a>(
-        layers: &[PrunableLayer],
-        masks: impl Fn(usize) -> Option<&'a LayerMasks>,
-    ) -> (u64, u64) {
-        let (mut unmasked_stripes, mut unmasked_filters) = (0, 0);
-        let mut stripes = Vec::new();
-        let mut filters = Vec::new();
-        for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
-            match masks(index) {
-                Some(m) => {
-                    stripes.push(m.stripes.clone().int().sum());
-                    filters.push(m.alive.clone().int().sum());
-                }
-                None => {
-                    let (s, f) = totals(core::slice::from_ref(layer));
-                    unmasked_stripes += s;
-                    unmasked_filters += f;
-                }
-            }
-        }
-        if stripes.is_empty() {
-            return (unmasked_stripes, unmasked_filters);
-        }
-        let data = Transaction::default()
-            .register(Tensor::cat(stripes, 0).sum())
-            .register(Tensor::cat(filters, 0).sum())
-            .execute();
-        let value = |i: usize| {
-            data.get(i)
-                .and_then(|d| d.iter::<f64>().next())
-                .map_or(0, |v| v as u64)
+        let snapshot = self.snapshot(model)?;
+        let first = &snapshot.layers[0];
+        let input_size = match &self.config.target {
+            Some(target) => target.input_size,
+            None => first.input_size.ok_or_else(|| ModelError::Unmeasured {
+                layer: first.name.clone(),
+            })?,
         };
-        (value(0) + unmasked_stripes, value(1) + unmasked_filters)
+        let probe = CostProbe::new(&snapshot, model.costed(), Quantity::Flops, input_size)?;
+        probe.cost(|index| self.dtc.masks(index))
     }
 
     /// The pruner's state as plain data (reads the device), for checkpoints.
@@ -708,18 +685,6 @@ impl Pruner {
         pruner.step = state.step;
         Ok(pruner)
     }
-}
-
-/// Stripes and filters of the thresholded layers.
-fn totals(layers: &[PrunableLayer]) -> (u64, u64) {
-    layers
-        .iter()
-        .filter(|l| l.thresholded)
-        .map(|l| {
-            let [cout, kh, kw] = l.skeleton.dims();
-            ((cout * kh * kw) as u64, cout as u64)
-        })
-        .fold((0, 0), |(s, f), (a, b)| (s + a, f + b))
 }
 
 /// Reads the loss and the penalty (0 when absent) in one transaction.

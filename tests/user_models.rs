@@ -3,6 +3,7 @@
 //! from the declaration, a FLOPs target met through `Pruner::fit`, and a save/load round trip.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use texprune::burn::data::dataset::Dataset;
 use texprune::burn::module::{Module, Param, RunningState};
@@ -15,9 +16,9 @@ use texprune::burn::tensor::module::adaptive_avg_pool2d;
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
 use texprune::{
-    Activation, CostReport, LayerKind, ModelError, Prunable, PrunableLayers, PruneError, Pruner,
-    PrunerConfig, Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target, apply_stripe_masks,
-    compact,
+    Activation, CostReport, LayerKind, ModelError, Phase, Prunable, PrunableLayers, PruneError,
+    Pruner, PrunerConfig, Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target,
+    apply_stripe_masks, compact,
 };
 
 /// The example's residual network (stem → block → max pool → strided conv → 1×1 conv → global
@@ -456,6 +457,54 @@ fn a_flops_target_on_a_user_model_is_met_through_fit() {
         (controller - removed).abs() <= 1e-4,
         "controller {controller:.6}, report {removed:.6}"
     );
+}
+
+/// How often `CountedNet`'s declaration was collected.
+static DECLARATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// `MinimalNet`, counting the collections of its declaration.
+#[derive(Module, Debug)]
+struct CountedNet {
+    net: MinimalNet,
+}
+
+impl Prunable for CountedNet {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        DECLARATIONS.fetch_add(1, Ordering::SeqCst);
+        self.net.prunable_layers(layers);
+    }
+}
+
+/// One pruning step reads the model's declaration once, shared by the penalty, the gradient
+/// masks, the target controller (which re-solves δ on every step here, probing the cost a few
+/// dozen times) and DTC.
+#[test]
+fn fit_collects_the_declaration_once_per_step() {
+    let device = Device::default().autodiff();
+    device.seed(5);
+    let model = CountedNet {
+        net: MinimalNet::new(&device),
+    };
+    let schedule = Schedule::new(1, 4).with_control_every(1);
+    let config = PrunerConfig::targeted(Target::flops(0.5, [9, 9]), schedule);
+    let mut pruner = Pruner::new(config).unwrap();
+    let labels = Tensor::<1, texprune::burn::tensor::Int>::from_data([1, 3], &device);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut phases = Vec::new();
+    for step in 0..6 {
+        let x = images(2, &mut SplitMix64(step), &device).slice([0..2, 0..1, 0..9, 0..9]);
+        let loss = loss_fn.forward(model.net.forward(x), labels.clone());
+        let before = DECLARATIONS.load(Ordering::SeqCst);
+        let fit = pruner.fit(&model, loss).unwrap();
+        assert_eq!(
+            DECLARATIONS.load(Ordering::SeqCst),
+            before + 1,
+            "step {step}"
+        );
+        phases.push(fit.summary.phase);
+    }
+    assert!(phases.contains(&Phase::Prune) && phases.contains(&Phase::FineTune));
+    assert!(pruner.control().removed > 0.0);
 }
 
 #[test]

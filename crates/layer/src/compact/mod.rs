@@ -20,7 +20,7 @@
 pub mod plan;
 mod rewrite;
 
-pub use plan::{CompactionPlan, ConvPlan, LayerState};
+pub use plan::{CompactionPlan, ConvPlan, LayerState, Wiring};
 pub use texprune_kernels::{StripeLayout, StripePosition};
 
 use crate::{ModelError, Prunable};

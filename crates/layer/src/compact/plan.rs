@@ -132,8 +132,11 @@ pub struct CompactionPlan {
     pub linears: Vec<Vec<usize>>,
 }
 
-/// Who reads whom: the conv feeding each conv and each linear layer.
-struct Wiring {
+/// Who reads whom in a declaration: the conv feeding each conv and each linear layer, resolved
+/// from the declared names once ([`Wiring::resolve`]) and reused for every plan of that
+/// declaration ([`CompactionPlan::with_wiring`]), as the budget controller's probes do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wiring {
     conv_producer: Vec<Option<usize>>,
     linear_producer: Vec<Option<usize>>,
     /// Conv consumers of each conv; `None` when a consumer is a linear layer (always reads).
@@ -147,7 +150,11 @@ fn declaration_error(message: String) -> ModelError {
 impl Wiring {
     /// Resolves the declared consumer names, checking that each consumer is declared after its
     /// producer, has one producer, and takes that producer's channels.
-    fn resolve(layers: &PrunableLayers) -> Result<Self, ModelError> {
+    ///
+    /// # Errors
+    /// [`ModelError::Declaration`] for a layer read twice, an unknown reader, a reader declared
+    /// before its producer, or channel counts that do not line up.
+    pub fn resolve(layers: &PrunableLayers) -> Result<Self, ModelError> {
         let convs: Vec<&PrunableLayer> = layers.iter().collect();
         let linears = layers.linears();
         let conv_index: HashMap<&str, usize> = convs
@@ -229,11 +236,37 @@ impl CompactionPlan {
     /// [`ModelError::Declaration`] when the declaration is inconsistent (a layer read twice, an unknown
     /// reader, channel counts that do not line up) or `states` does not match `layers`.
     pub fn new(layers: &PrunableLayers, states: &[LayerState]) -> Result<Self, ModelError> {
-        let wiring = Wiring::resolve(layers)?;
+        Self::with_wiring(layers, &Wiring::resolve(layers)?, states)
+    }
+
+    /// The plan for `layers` in the states `states`, with `wiring` resolved from `layers` before
+    /// (no name is looked up again).
+    ///
+    /// # Errors
+    /// [`ModelError::Declaration`] when `wiring` or `states` does not match `layers`.
+    pub fn with_wiring(
+        layers: &PrunableLayers,
+        wiring: &Wiring,
+        states: &[LayerState],
+    ) -> Result<Self, ModelError> {
         let convs: Vec<&PrunableLayer> = layers.iter().collect();
+        if wiring.conv_producer.len() != convs.len()
+            || wiring.linear_producer.len() != layers.linears().len()
+            || states.len() != convs.len()
+        {
+            return Err(declaration_error(format!(
+                "a plan of {} convs and {} linear layers was given the wiring of {} and {} and \
+                 {} layer states",
+                convs.len(),
+                layers.linears().len(),
+                wiring.conv_producer.len(),
+                wiring.linear_producer.len(),
+                states.len()
+            )));
+        }
         let mut unused = vec![false; convs.len()];
         loop {
-            let plans = Self::forward(&convs, states, &wiring, &unused);
+            let plans = Self::forward(&convs, states, wiring, &unused);
             let mut changed = false;
             for p in (0..convs.len()).rev() {
                 let Some(consumers) = &wiring.conv_consumers[p] else {
