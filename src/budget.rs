@@ -213,6 +213,12 @@ impl Schedule {
         }
     }
 
+    /// δ on step `step` by the schedule's [`ThresholdRamp`], if it has one.
+    pub fn ramped_threshold(&self, step: u64) -> Option<f64> {
+        let ramp = self.threshold_ramp.as_ref()?;
+        Some(ramp.at(step.saturating_sub(self.warmup_steps)))
+    }
+
     /// Whether the controller runs at pruning step `step`: every `control_every` steps from the
     /// first pruning step, and on the last one.
     pub fn is_control_step(&self, step: u64) -> bool {
@@ -300,17 +306,9 @@ pub(crate) struct Decision {
 }
 
 impl<'a> Controller<'a> {
-    /// The controller of `config`'s target, if it has one (a target always has a schedule).
-    pub(crate) fn of(config: &'a crate::PrunerConfig) -> Option<Self> {
-        match (&config.target, &config.schedule) {
-            (Some(target), Some(schedule)) => Some(Self { target, schedule }),
-            _ => None,
-        }
-    }
-
-    /// The target.
-    pub(crate) fn target(&self) -> &'a Target {
-        self.target
+    /// The controller of `target` over `schedule`.
+    pub(crate) fn new(target: &'a Target, schedule: &'a Schedule) -> Self {
+        Self { target, schedule }
     }
 
     /// δ for pruning step `step`, with `current` the δ in force and `state` the state before the
@@ -377,16 +375,6 @@ impl<'a> Controller<'a> {
             },
         })
     }
-}
-
-/// Without a target, the schedule's ramped δ for step `step`, if the schedule has a ramp.
-pub(crate) fn ramp_threshold(config: &crate::PrunerConfig, step: u64) -> Option<f64> {
-    if config.target.is_some() {
-        return None;
-    }
-    let schedule = config.schedule.as_ref()?;
-    let ramp = schedule.threshold_ramp.as_ref()?;
-    Some(ramp.at(step.saturating_sub(schedule.warmup_steps)))
 }
 
 /// The cost of the compact model under candidate masks, from the declaration (its wiring
@@ -560,10 +548,7 @@ mod tests {
     fn the_controller_follows_the_ramp_and_meets_the_target() {
         let target = Target::flops(0.45, [32, 32]);
         let schedule = Schedule::new(2, 10).with_control_every(3);
-        let controller = Controller {
-            target: &target,
-            schedule: &schedule,
-        };
+        let controller = Controller::new(&target, &schedule);
         let flops = |delta: f64| {
             1000.0 - 10.0 * (1..=100).filter(|i| 0.01 * f64::from(*i) < delta).count() as f64
         };

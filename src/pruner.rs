@@ -13,9 +13,7 @@ use texprune_dtc::{
 use texprune_layer::{CostReport, Costed, ModelError, Prunable, PrunableLayer};
 
 use crate::PruneError;
-use crate::budget::{
-    ControlState, Controller, CostProbe, Phase, Quantity, Schedule, Target, ramp_threshold,
-};
+use crate::budget::{ControlState, Controller, CostProbe, Phase, Quantity, Schedule, Target};
 use crate::masking::{MaskMapper, mask_gradient};
 use crate::snapshot::Snapshot;
 
@@ -277,6 +275,14 @@ impl Pruner {
         Ok(())
     }
 
+    /// Without a target, the schedule's ramped δ for the step about to run, if it has a ramp.
+    fn ramped_threshold(&self) -> Option<f64> {
+        match &self.config.target {
+            Some(_) => None,
+            None => self.config.schedule.as_ref()?.ramped_threshold(self.step),
+        }
+    }
+
     /// The model's prunable layers minus the exempt ones.
     ///
     /// # Errors
@@ -288,7 +294,7 @@ impl Pruner {
 
     /// `model`'s declaration, collected once for a step (see [`Snapshot`]).
     fn snapshot<M: Prunable>(&self, model: &M) -> Result<Snapshot, PruneError> {
-        Snapshot::collect(model, &self.config)
+        Snapshot::collect(model, &self.config.exempt, &self.config.layer_scales)
     }
 
     /// The CDP penalty of `model` alone, a scalar in the model's graph (`None` when every
@@ -413,7 +419,7 @@ impl Pruner {
             total_filters,
             phase,
             threshold: match phase {
-                Phase::Prune => ramp_threshold(&self.config, self.step),
+                Phase::Prune => self.ramped_threshold(),
                 Phase::Warmup | Phase::FineTune => None,
             }
             .unwrap_or(self.dtc.config().threshold),
@@ -438,7 +444,7 @@ impl Pruner {
         masses: Option<Vec<Tensor<1>>>,
     ) -> Result<(), PruneError> {
         if self.phase() == Phase::Prune {
-            if let Some(delta) = ramp_threshold(&self.config, self.step) {
+            if let Some(delta) = self.ramped_threshold() {
                 self.set_threshold(delta)?;
             }
             self.control_threshold(snapshot, costed)?;
@@ -459,10 +465,10 @@ impl Pruner {
         snapshot: &Snapshot,
         costed: Option<&dyn Costed>,
     ) -> Result<(), PruneError> {
-        let Some(controller) = Controller::of(&self.config) else {
+        let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
             return Ok(());
         };
-        let target = controller.target();
+        let controller = Controller::new(target, schedule);
         let probe = CostProbe::new(snapshot, costed, target.quantity, target.input_size)?;
         let decision = controller.decide(
             self.step,

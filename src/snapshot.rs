@@ -6,7 +6,7 @@ use texprune_cdp::LayerParams;
 use texprune_dtc::LayerMasks;
 use texprune_layer::{Prunable, PrunableLayer, PrunableLayers};
 
-use crate::{PruneError, PrunerConfig};
+use crate::PruneError;
 
 /// The declared layers of a model at one step. Tensors are shared handles, so a snapshot copies
 /// no parameter; it holds the graph of the step's forward pass, for the penalty's backward.
@@ -22,17 +22,21 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Collects `model`'s declaration once and selects the layers `config` prunes.
+    /// Collects `model`'s declaration once and selects the layers to prune: all but `exempt`.
+    /// Every name in `exempt` and `scaled` (the layer scales') must be one of `model`'s.
     ///
     /// # Errors
     /// [`PruneError::UnknownLayer`] when an exempt or scaled layer name is not one of `model`'s,
     /// [`PruneError::NoLayers`] when it declares no prunable layer left to prune.
-    pub fn collect<M: Prunable>(model: &M, config: &PrunerConfig) -> Result<Self, PruneError> {
+    pub fn collect<M: Prunable>(
+        model: &M,
+        exempt: &[String],
+        scaled: &[(String, f64)],
+    ) -> Result<Self, PruneError> {
         let declaration = model.collect_prunable();
-        if let Some(name) = config
-            .exempt
+        if let Some(name) = exempt
             .iter()
-            .chain(config.layer_scales.iter().map(|(name, _)| name))
+            .chain(scaled.iter().map(|(name, _)| name))
             .find(|e| !declaration.iter().any(|l| &l.name == *e))
         {
             return Err(PruneError::unknown_layer(name.clone(), declaration.iter()));
@@ -41,7 +45,7 @@ impl Snapshot {
         let index = declaration
             .iter()
             .map(|l| {
-                (!config.exempt.contains(&l.name)).then(|| {
+                (!exempt.contains(&l.name)).then(|| {
                     layers.push(l.clone());
                     layers.len() - 1
                 })
