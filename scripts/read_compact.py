@@ -2,8 +2,8 @@
 """Rebuilds a texprune compact model in PyTorch from `compact.safetensors` and `compact.json`.
 
 `texprune::pytorch::export` (and `examples/train.rs` at the end of a run) writes the compact
-model's tensors under PyTorch names and a JSON layout: the prunable convs (stride, padding, live
-stripes) and, for the zoo's ResNets and VGGs, the architecture. This script turns them into a
+model's tensors under PyTorch names and a JSON layout: the prunable convs (stride, dilation, groups,
+padding, live stripes) and, for the zoo's ResNets and VGGs, the architecture. This script turns them into a
 PyTorch module whose convs compute only their live stripes, position by position (METHOD §5: a
 stripe `W[f, :, i, j]` with skeleton entry 1 adds `W[f, :, i, j] · x[:, :, shifted by (i, j)]`
 to output channel `f`), and, given `probe.safetensors` (images and texprune's logits on them),
@@ -27,15 +27,34 @@ from torch import nn
 import torch.nn.functional as F
 
 
+def padding_at(padding, kernel, stride, size):
+    """`((top, bottom), (left, right))` of a layout's padding entry on an `(h, w)` input.
+
+    `"same"` is Burn's: `ceil(size / stride)` outputs, `(o - 1) * s + k - size` zeros split
+    evenly with the odd one after, `k` the undilated kernel size."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        def same(k, s, n):
+            o = -(-n // s)
+            total = max((o - 1) * s + k - n, 0) if o > 0 else 0
+            return total // 2, total - total // 2
+        return same(kernel[0], stride[0], size[0]), same(kernel[1], stride[1], size[1])
+    top, left, bottom, right = padding["explicit"]
+    return (top, bottom), (left, right)
+
+
 class StripeConv2d(nn.Module):
     """A conv that computes only its live stripes: `weight` is `W * S`; a stripe is live where
-    `skeleton` is not zero."""
+    `skeleton` is not zero. A grouped conv runs as one `conv2d` of `W * S` (its dead stripes
+    are zeros there)."""
 
-    def __init__(self, weight, skeleton, bias, stride, padding):
+    def __init__(self, weight, skeleton, bias, conv):
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.stride, self.padding = tuple(stride), tuple(padding)
+        self.stride, self.dilation = tuple(conv["stride"]), tuple(conv["dilation"])
+        self.groups, self.padding = conv["groups"], conv["padding"]
         kh, kw = skeleton.shape[1:]
         # For each kernel position, the filters with a live stripe there.
         self.positions = [
@@ -47,13 +66,19 @@ class StripeConv2d(nn.Module):
 
     def forward(self, x):
         cout, _, kh, kw = self.weight.shape
-        (sh, sw), (ph, pw) = self.stride, self.padding
+        (sh, sw), (dh, dw) = self.stride, self.dilation
         n, _, h, w = x.shape
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        xp = F.pad(x, (pw, pw, ph, ph))
+        (top, bottom), (left, right) = padding_at(self.padding, (kh, kw), self.stride, (h, w))
+        xp = F.pad(x, (left, right, top, bottom))
+        if self.groups > 1:
+            return F.conv2d(xp, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        hp, wp = xp.shape[2:]
+        ho = max(hp - dh * (kh - 1) - 1, 0) // sh + 1
+        wo = max(wp - dw * (kw - 1) - 1, 0) // sw + 1
         out = x.new_zeros(n, cout, ho, wo)
         for i, j, filters in self.positions:
-            shifted = xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+            y0, x0 = i * dh, j * dw
+            shifted = xp[:, :, y0 : y0 + sh * (ho - 1) + 1 : sh, x0 : x0 + sw * (wo - 1) + 1 : sw]
             stripes = self.weight[filters][:, :, i : i + 1, j : j + 1]
             out[:, filters] += F.conv2d(shifted, stripes)
         if self.bias is not None:
@@ -65,8 +90,8 @@ def load(weights, layout):
     """The state dict, the layout and a `StripeConv2d` per conv (by PyTorch module path)."""
     state = load_file(str(weights))
     layout = json.loads(pathlib.Path(layout).read_text())
-    if layout.get("format") != "texprune-compact" or layout.get("version") != 1:
-        raise ValueError(f"{layout}: not a texprune compact layout of version 1")
+    if layout.get("format") != "texprune-compact" or layout.get("version") != 2:
+        raise ValueError(f"{layout}: not a texprune compact layout of version 2")
     convs = {}
     for conv in layout["convs"]:
         name = conv["name"]
@@ -74,7 +99,7 @@ def load(weights, layout):
         # A compact conv's weight is already W * S with S in {0, 1}; a dense one's is W.
         skeleton = state[f"{name}.FilterSkeleton"]
         weight = state[f"{name}.weight"] * skeleton.unsqueeze(1)
-        convs[name] = StripeConv2d(weight, skeleton, bias, conv["stride"], conv["padding"])
+        convs[name] = StripeConv2d(weight, skeleton, bias, conv)
     return state, layout, convs
 
 

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use burn::nn::PaddingConfig2d;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
     BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
@@ -35,7 +36,7 @@ use crate::checkpoint::write_atomic;
 pub const SKELETON_KEY: &str = "FilterSkeleton";
 
 /// Version of the JSON layout [`export`] writes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Weights that cannot be read into a model, or written out.
 #[derive(Debug, thiserror::Error)]
@@ -418,19 +419,49 @@ pub struct ConvEntry {
     /// PyTorch module path (`layer1.0.conv1`); its tensors are `<name>.weight`,
     /// `<name>.FilterSkeleton` and, with a bias, `<name>.bias`.
     pub name: String,
-    /// `[Cout, Cin, kh, kw]`.
+    /// `[Cout, Cin / groups, kh, kw]`.
     pub weight: Vec<usize>,
     /// Whether it has a bias.
     pub bias: bool,
     /// Stride `[sh, sw]`.
     pub stride: [usize; 2],
-    /// Zero padding `[ph, pw]`.
-    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Channel groups.
+    pub groups: usize,
+    /// Zero padding, as Burn's `PaddingConfig2d` has it.
+    pub padding: PaddingEntry,
     /// Whether compaction marked it stripe-wise: its weight is `W ⊙ S` and its skeleton the
     /// 0/1 indicator of the live stripes, which are all it computes.
     pub stripe_wise: bool,
     /// Stripes with a non-zero skeleton entry.
     pub live_stripes: usize,
+}
+
+/// A conv's zero padding in the JSON layout: `"valid"`, `"same"` (Burn's: `⌈size / stride⌉`
+/// outputs, `(o − 1)·s + k − size` zeros split evenly, the odd one after, with the undilated
+/// kernel size) or `{"explicit": [top, left, bottom, right]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingEntry {
+    /// No padding.
+    Valid,
+    /// Burn's `Same`.
+    Same,
+    /// `[top, left, bottom, right]`.
+    Explicit([usize; 4]),
+}
+
+impl From<&PaddingConfig2d> for PaddingEntry {
+    fn from(padding: &PaddingConfig2d) -> Self {
+        match *padding {
+            PaddingConfig2d::Valid => Self::Valid,
+            PaddingConfig2d::Same => Self::Same,
+            PaddingConfig2d::Explicit(top, left, bottom, right) => {
+                Self::Explicit([top, left, bottom, right])
+            }
+        }
+    }
 }
 
 /// The JSON layout written beside the safetensors file by [`export`].
@@ -525,8 +556,10 @@ pub fn export<M: Prunable + TorchLayout>(
                 name,
                 weight: l.weight.dims().to_vec(),
                 bias: l.bias.is_some(),
-                stride: l.stride,
-                padding: l.padding,
+                stride: l.spec.stride,
+                dilation: l.spec.dilation,
+                groups: l.spec.groups,
+                padding: PaddingEntry::from(&l.spec.padding),
                 stripe_wise: l.stripe_wise,
                 live_stripes: live,
             }

@@ -5,7 +5,7 @@
 
 use texprune::burn::module::{Module, Param};
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
-use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use texprune::burn::optim::SgdConfig;
 use texprune::burn::tensor::activation::relu;
 use texprune::burn::tensor::module::adaptive_avg_pool2d;
@@ -30,6 +30,8 @@ impl TwoConvNet {
     fn new(device: &Device) -> Self {
         let conv = |cin, cout| {
             SkeletonConv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
                 .init(device)
                 .unwrap()
         };

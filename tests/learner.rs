@@ -400,7 +400,7 @@ mod regression {
     use texprune::burn::data::dataloader::batcher::Batcher;
     use texprune::burn::data::dataset::InMemDataset;
     use texprune::burn::nn::loss::{MseLoss, Reduction};
-    use texprune::burn::nn::{Linear, LinearConfig};
+    use texprune::burn::nn::{Linear, LinearConfig, PaddingConfig2d};
     use texprune::burn::tensor::TensorData;
     use texprune::burn::tensor::activation::relu;
     use texprune::burn::tensor::module::adaptive_avg_pool2d;
@@ -421,7 +421,8 @@ mod regression {
         /// Skeleton entries spread over [0.1, 1.5), so that DTC prunes some from the first steps.
         pub fn new(device: &Device) -> Self {
             let mut conv = SkeletonConv2dConfig::new([1, 8], [3, 3])
-                .with_padding(Some([1, 1]))
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
                 .init(device)
                 .unwrap();
             let mut rng = SplitMix64(7);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use texprune::burn::module::Module;
 use texprune::burn::module::Param;
-use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::{Normalization, load_image};
 use texprune::pytorch::{self, Loader, WeightsError};
@@ -331,6 +331,8 @@ impl StemAndHead {
     fn new(device: &Device) -> Self {
         Self {
             stem: SkeletonConv2dConfig::new([3, 16], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
                 .init(device)
                 .unwrap(),
             stem_norm: BatchNormConfig::new(16).init(device),

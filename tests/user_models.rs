@@ -2,19 +2,15 @@
 //! their own type (dead stripes, channels, BatchNorm entries and consumer slices removed), cost
 //! from the declaration, a FLOPs target met through `Pruner::fit`, and a save/load round trip.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use texprune::burn::data::dataset::Dataset;
 use texprune::burn::module::{Module, Param, RunningState};
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
-use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use texprune::burn::optim::SgdConfig;
-use texprune::burn::optim::momentum::MomentumConfig;
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use texprune::burn::tensor::activation::relu;
 use texprune::burn::tensor::module::adaptive_avg_pool2d;
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
-use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
+use texprune::data::SplitMix64;
 use texprune::{
     Activation, CostReport, LayerKind, ModelError, Phase, Prunable, PrunableLayers, PruneError,
     Pruner, PrunerConfig, Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target,
@@ -26,14 +22,21 @@ use texprune::{
 #[path = "../examples/own_model/net.rs"]
 mod net;
 
+mod common;
+
+use common::{compare, images, tensor};
+
 use net::Net as ResidualNet;
 
 /// Width of the test network: stream 6, block and strided conv 12, 1×1 conv 24.
 const WIDTH: usize = 6;
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> SkeletonConv2d {
+    let p = k / 2;
     SkeletonConv2dConfig::new([cin, cout], [k, k])
         .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(false)
         .init(device)
         .unwrap()
 }
@@ -116,10 +119,6 @@ impl Prunable for MinimalNet {
     }
 }
 
-fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
 /// Random weights and a skeleton with dead stripes and dead filters (`dead_layer`: every
 /// filter); returns which filters are dead.
 fn randomize_conv(conv: &mut SkeletonConv2d, rng: &mut SplitMix64, dead_layer: bool) -> Vec<bool> {
@@ -178,23 +177,6 @@ fn randomize_residual(model: &mut ResidualNet, rng: &mut SplitMix64, dead_inner:
         let dead = randomize_conv(conv, rng, dead_layer);
         randomize_norm(norm, &dead, rng);
     }
-}
-
-fn images(batch: usize, rng: &mut SplitMix64, device: &Device) -> Tensor<4> {
-    let n = batch * 28 * 28;
-    tensor(
-        (0..n).map(|_| rng.range(-2.0, 2.0)).collect(),
-        [batch, 1, 28, 28],
-        device,
-    )
-}
-
-/// `max |a − b| / max |b|`, and whether every row has the same argmax.
-fn compare(a: Tensor<2>, b: Tensor<2>) -> (f32, bool) {
-    let diff: f32 = (a.clone() - b.clone()).abs().max().into_scalar();
-    let scale: f32 = b.clone().abs().max().into_scalar();
-    let same = a.argmax(1).equal(b.argmax(1)).all().into_scalar();
-    (diff / scale.max(1e-6), same)
 }
 
 #[test]
@@ -411,28 +393,9 @@ fn a_compacted_model_is_rebuilt_from_the_masked_record() {
 fn a_flops_target_on_a_user_model_is_met_through_fit() {
     let device = Device::default().autodiff();
     device.seed(3);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
-    let set = mnist(&dir, Split::Test).unwrap();
-    let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
-    let mut model = ResidualNet::new(WIDTH, &device).unwrap();
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .init();
-    let schedule = Schedule::new(10, 60).with_control_every(10);
-    let target = Target::flops(0.5, [28, 28]);
-    let mut pruner = Pruner::new(PrunerConfig::targeted(target, schedule)).unwrap();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut controller = None;
-    for step in 0..90usize {
-        let items: Vec<_> = (0..32).map(|i| set.get(step * 32 + i).unwrap()).collect();
-        let b = batcher.images(&items, &mut SplitMix64(step as u64), &device);
-        let loss = loss_fn.forward(model.forward(b.images), b.labels);
-        let fit = pruner.fit(&model, loss).unwrap();
-        controller = fit.summary.removed;
-        model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
-    }
+    let model = ResidualNet::new(WIDTH, &device).unwrap();
+    let (model, pruner, controller) =
+        common::prune_to_half_the_flops(model, ResidualNet::forward, &device);
     let valid = model.valid();
     let x = images(8, &mut SplitMix64(1), &Device::default());
     let masked_logits = valid.forward(x.clone());
@@ -452,7 +415,6 @@ fn a_flops_target_on_a_user_model_is_met_through_fit() {
     );
     // The reported removal (the declaration's cost of the compact model, as `CostReport::of_model`
     // reports a model without a cost walk of its own) is the controller's, within 0.01 points.
-    let controller = controller.unwrap();
     assert!(
         (controller - removed).abs() <= 1e-4,
         "controller {controller:.6}, report {removed:.6}"

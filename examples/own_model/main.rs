@@ -20,7 +20,6 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::Device;
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
 use texprune::{CostReport, Pruner, PrunerConfig, Schedule, Target};
-use texprune_tools::perf::median_ms;
 
 mod net;
 
@@ -110,4 +109,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         masked_ms / compact_ms
     );
     Ok(())
+}
+
+/// The median of `runs` timed calls of `f` in milliseconds, after one warm-up call.
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }

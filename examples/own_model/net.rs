@@ -1,9 +1,12 @@
 //! The network of the `own_model` example (also used by `tests/user_models.rs`): a model
 //! written outside the zoo, declared for pruning in a few lines.
 
+// `#[derive(Module)]` writes `burn::…` paths: in a crate whose only dependency is texprune,
+// `burn` is texprune's re-export.
+use texprune::burn;
 use texprune::burn::module::Module;
 use texprune::burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use texprune::burn::tensor::activation::relu;
 use texprune::burn::tensor::module::adaptive_avg_pool2d;
 use texprune::burn::tensor::{Device, Tensor};
@@ -29,9 +32,13 @@ pub struct Net {
 impl Net {
     /// Widths `w` (stem, residual stream), `2w` (block, strided conv), `4w` (1×1 conv).
     pub fn new(w: usize, device: &Device) -> Result<Self, texprune::ModelError> {
-        let conv = |cin, cout, k, s| {
+        // Padding `k / 2` and no bias (a BatchNorm follows), as `Conv2dConfig` would say it.
+        let conv = |cin, cout, k: usize, s| {
+            let p = k / 2;
             SkeletonConv2dConfig::new([cin, cout], [k, k])
                 .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(false)
                 .init(device)
         };
         let norm = |c| BatchNormConfig::new(c).init(device);

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::geometry::{Geometry, output_size};
+use crate::geometry::Geometry;
 
 /// The live stripes at one kernel position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,10 +25,6 @@ pub struct StripeLayout {
     pub out_channels: usize,
     /// Kernel size.
     pub kernel_size: [usize; 2],
-    /// Stride `[sh, sw]`.
-    pub stride: [usize; 2],
-    /// Zero padding.
-    pub padding: [usize; 2],
     /// Whether the conv has a bias.
     pub bias: bool,
     /// The kernel positions that have live stripes, in row-major order.
@@ -37,17 +33,12 @@ pub struct StripeLayout {
 
 impl StripeLayout {
     /// The non-zero entries of `skeleton [Cout, kh, kw]` (row-major) for a conv of weight shape
-    /// `[Cout, Cin, kh, kw]`, stride and padding.
+    /// `[Cout, Cin, kh, kw]`.
     ///
     /// # Panics
     /// If `skeleton` is shorter than `Cout · kh · kw`.
     #[must_use]
-    pub fn from_skeleton(
-        [cout, cin, kh, kw]: [usize; 4],
-        (stride, padding): ([usize; 2], [usize; 2]),
-        bias: bool,
-        skeleton: &[f32],
-    ) -> Self {
+    pub fn from_skeleton([cout, cin, kh, kw]: [usize; 4], bias: bool, skeleton: &[f32]) -> Self {
         let positions = (0..kh * kw)
             .filter_map(|p| {
                 let filters: Vec<usize> = (0..cout)
@@ -63,8 +54,6 @@ impl StripeLayout {
             in_channels: cin,
             out_channels: cout,
             kernel_size: [kh, kw],
-            stride,
-            padding,
             bias,
             positions,
         }
@@ -101,17 +90,12 @@ impl StripeLayout {
         Some([span(0)?, span(1)?])
     }
 
-    /// The geometry of this conv over `input [N, Cin, H, W]`.
+    /// The geometry of this conv over `input [N, Cin, H, W]` with `stride` and symmetric
+    /// `padding`.
     #[must_use]
-    pub fn geometry(&self, input: [usize; 4]) -> Geometry {
+    pub fn geometry(&self, input: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> Geometry {
         let [kh, kw] = self.kernel_size;
         let weight = [self.out_channels, self.in_channels, kh, kw];
-        Geometry::new(input, weight, self.stride, self.padding)
-    }
-
-    /// Output size for an input of size `hw`.
-    #[must_use]
-    pub fn output_size(&self, hw: [usize; 2]) -> [usize; 2] {
-        output_size(hw, self.kernel_size, self.stride, self.padding)
+        Geometry::new(input, weight, stride, padding)
     }
 }

@@ -72,7 +72,7 @@ impl Epilogue {
 /// `out [N, Cout, Ho, Wo]` from `x [N, Cin, H, W]` and the stacked live-stripe weights
 /// `w_all [S, Cin]` (rows in plan order: position by position, filters ascending), with
 /// `epilogue` (and `residual [N, Cout, Ho, Wo]`) applied to each group of images as it is done.
-/// `geometry` is `plan.geometry(x's shape)`.
+/// `geometry` is `plan.geometry(x's shape, stride, padding)`.
 ///
 /// # Panics
 /// If `x`, `w_all` or `residual` is shorter than `geometry` and `plan` say.
@@ -105,7 +105,7 @@ pub fn stripe_conv(
             });
         return out;
     }
-    let group = if plan.stride == [1, 1] {
+    let group = if geometry.stride == [1, 1] {
         images_per_gemm(plan.live_stripes().max(cin), h * w, batch)
     } else {
         1
@@ -182,7 +182,7 @@ impl Images<'_> {
             epilogue,
             residual,
         } = *self;
-        if plan.stride == [1, 1] {
+        if geometry.stride == [1, 1] {
             stride_one(plan, x, w_all, geometry, out);
         } else {
             strided(plan, x, w_all, geometry, out);
@@ -341,7 +341,7 @@ fn add_rows(
 ) {
     let [_, _, h, w] = g.input;
     let [ho, wo] = g.output;
-    let [ph, pw] = plan.padding.map(|p| p as isize);
+    let [ph, pw] = g.padding.map(|p| p as isize);
     let mut row = 0;
     for position in &plan.positions {
         let [i, j] = position.offset.map(|o| o as isize);
@@ -387,8 +387,8 @@ fn strided_positions(
 ) {
     let [_, cin, h, w] = g.input;
     let [ho, wo] = g.output;
-    let [sh, sw] = plan.stride;
-    let [ph, pw] = plan.padding.map(|p| p as isize);
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.padding.map(|p| p as isize);
     let mut row = 0;
     for position in &plan.positions {
         let [i, j] = position.offset.map(|o| o as isize);
@@ -483,12 +483,10 @@ mod tests {
                 in_channels: cin,
                 out_channels: cout,
                 kernel_size: [3, 3],
-                stride: [stride, stride],
-                padding: [1, 1],
                 bias: false,
                 positions: positions.clone(),
             };
-            let geometry = plan.geometry([batch, cin, h, w]);
+            let geometry = plan.geometry([batch, cin, h, w], [stride, stride], [1, 1]);
             let output = geometry.output;
             assert_eq!(output, [(h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1]);
             let x = values(batch * cin * h * w, 1);

@@ -11,14 +11,13 @@ impl ConvShape {
     /// channels and is not marked stripe-wise stays the dense conv it is.
     #[must_use]
     pub fn planned(layer: &PrunableLayer, plan: &ConvPlan) -> Self {
-        let [cout, cin, kh, kw] = layer.weight_dims();
+        let [cout, _, kh, kw] = layer.weight_dims();
+        let cin = layer.in_channels();
         let channels = [plan.inputs.len(), plan.kept.len()];
         let live_stripes = plan.live_stripes();
         Self {
             channels,
-            kernel_size: [kh, kw],
-            stride: layer.stride,
-            padding: layer.padding,
+            spec: layer.spec.clone(),
             bias: layer.bias.is_some(),
             live_stripes,
             stripe_wise: layer.stripe_wise
@@ -63,7 +62,7 @@ impl CostReport {
             let hw = layer.input_size.ok_or_else(|| ModelError::Unmeasured {
                 layer: layer.name.clone(),
             })?;
-            let [_, cin, _, _] = layer.weight_dims();
+            let cin = layer.in_channels();
             let report = report.get_or_insert_with(|| Self::new([cin, hw[0], hw[1]]));
             let out = report.prunable_conv(&layer.name, &ConvShape::planned(layer, conv), hw);
             if let Some(norm) = &layer.norm {

@@ -18,9 +18,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use texprune_kernels::output_size;
-
-use crate::SkeletonConv2d;
+use crate::{ConvSpec, SkeletonConv2d};
 
 /// A model that counts its params, FLOPs and MACs in its own convention (the zoo: the
 /// reference's `flops.py`, METHOD §6), layer by layer in forward order.
@@ -77,16 +75,12 @@ impl Shapes<'_> {
 }
 
 /// A prunable conv's shape as the cost counts it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConvShape {
-    /// Input and output channels.
+    /// Input and output channels `[Cin, Cout]` (each filter reads `Cin / groups`).
     pub channels: [usize; 2],
-    /// Kernel size.
-    pub kernel_size: [usize; 2],
-    /// Stride.
-    pub stride: [usize; 2],
-    /// Zero padding.
-    pub padding: [usize; 2],
+    /// Kernel size, stride, dilation, groups and padding.
+    pub spec: ConvSpec,
     /// Whether it has a bias.
     pub bias: bool,
     /// Live stripes (all `Cout·kh·kw` for a dense conv).
@@ -99,13 +93,11 @@ impl ConvShape {
     /// `conv` as it is.
     #[must_use]
     pub fn of(conv: &SkeletonConv2d) -> Self {
-        let [cout, cin, kh, kw] = conv.weight_dims();
+        let [cout, _, kh, kw] = conv.weight_dims();
         let stripe_wise = conv.is_stripe_wise();
         Self {
-            channels: [cin, cout],
-            kernel_size: [kh, kw],
-            stride: conv.stride,
-            padding: conv.padding,
+            channels: [conv.in_channels(), cout],
+            spec: conv.spec(),
             bias: conv.bias.is_some(),
             live_stripes: match stripe_wise {
                 true => conv.stripe_layout().live_stripes(),
@@ -113,6 +105,12 @@ impl ConvShape {
             },
             stripe_wise,
         }
+    }
+
+    /// The input channels each filter reads, `Cin / groups`.
+    #[must_use]
+    pub fn group_inputs(&self) -> usize {
+        self.channels[0] / self.spec.groups.max(1)
     }
 }
 
@@ -194,84 +192,48 @@ impl CostReport {
         });
     }
 
-    /// A dense conv with a `Cout·kh·kw` skeleton.
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        name: &str,
-        [cin, cout]: [usize; 2],
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        out: [usize; 2],
-        bias: bool,
-    ) {
-        let k = (kernel[0] * kernel[1]) as u64;
-        let macs = k * (cin * cout * out[0] * out[1]) as u64;
-        let params = k * (cin * cout) as u64 + if bias { cout as u64 } else { 0 };
-        self.push(
-            name,
-            LayerKind::Conv,
-            format!(
-                "{cin}→{cout} {}×{}/{} @{}×{}",
-                kernel[0], kernel[1], stride[0], out[0], out[1]
-            ),
-            [params, k * cout as u64, 2 * macs, macs],
-        );
-    }
-
-    /// A stripe-wise conv with `stripes` live stripes over `cin` input channels and `filters`
-    /// kept filters of a `kernel`-sized skeleton.
-    #[allow(clippy::too_many_arguments)]
-    fn stripe_conv(
-        &mut self,
-        name: &str,
-        [cin, cout]: [usize; 2],
-        stripes: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        out: [usize; 2],
-        bias: bool,
-    ) {
-        let macs = (stripes * cin * out[0] * out[1]) as u64;
-        let params = (stripes * cin) as u64 + if bias { cout as u64 } else { 0 };
-        self.push(
-            name,
-            LayerKind::StripeConv,
-            format!(
-                "{cin}→{cout} {stripes}/{} stripes {}×{}/{} @{}×{}",
-                cout * kernel[0] * kernel[1],
-                kernel[0],
-                kernel[1],
-                stride[0],
-                out[0],
-                out[1]
-            ),
-            [
-                params,
-                (cout * kernel[0] * kernel[1]) as u64,
-                2 * macs,
-                macs,
-            ],
-        );
-    }
-
     /// A prunable conv of shape `shape` (from [`Shapes::conv`]) on an `hw` input, dense or
-    /// stripe-wise; returns its output size.
+    /// stripe-wise; returns its output size. Each stripe is a filter's `Cin / groups` weights at
+    /// one kernel position: `MACs = stripes · (Cin / groups) · Ho · Wo` (all `Cout · kh · kw`
+    /// stripes for a dense conv).
     pub fn prunable_conv(&mut self, name: &str, shape: &ConvShape, hw: [usize; 2]) -> [usize; 2] {
-        let out = output_size(hw, shape.kernel_size, shape.stride, shape.padding);
-        let ConvShape {
-            channels,
-            kernel_size,
-            stride,
-            bias,
-            live_stripes,
-            ..
-        } = *shape;
-        if shape.stripe_wise {
-            self.stripe_conv(name, channels, live_stripes, kernel_size, stride, out, bias);
+        let out = shape.spec.output_size(hw);
+        let [cin, cout] = shape.channels;
+        let [kh, kw] = shape.spec.kernel_size;
+        let all = cout * kh * kw;
+        let stripes = if shape.stripe_wise {
+            shape.live_stripes
         } else {
-            self.conv(name, channels, kernel_size, stride, out, bias);
+            all
+        };
+        let per_stripe = shape.group_inputs() as u64;
+        let macs = stripes as u64 * per_stripe * (out[0] * out[1]) as u64;
+        let bias = if shape.bias { cout as u64 } else { 0 };
+        let params = stripes as u64 * per_stripe + bias;
+        let spec = &shape.spec;
+        let mut extra = String::new();
+        if spec.groups > 1 {
+            extra += &format!(" g{}", spec.groups);
         }
+        if spec.dilation != [1, 1] {
+            extra += &format!(" d{}", spec.dilation[0]);
+        }
+        let geometry = format!("{kh}×{kw}/{}{extra} @{}×{}", spec.stride[0], out[0], out[1]);
+        let (kind, description) = if shape.stripe_wise {
+            let live = format!("{stripes}/{all} stripes");
+            (
+                LayerKind::StripeConv,
+                format!("{cin}→{cout} {live} {geometry}"),
+            )
+        } else {
+            (LayerKind::Conv, format!("{cin}→{cout} {geometry}"))
+        };
+        self.push(
+            name,
+            kind,
+            description,
+            [params, all as u64, 2 * macs, macs],
+        );
         out
     }
 
@@ -419,8 +381,25 @@ mod tests {
     #[test]
     fn formulas_of_each_layer_kind() {
         let mut r = CostReport::new([3, 32, 32]);
-        r.conv("c", [3, 16], [3, 3], [1, 1], [32, 32], false);
-        r.stripe_conv("s", [16, 16], 100, [3, 3], [2, 2], [16, 16], false);
+        let mut spec = ConvSpec::new([3, 3]);
+        spec.padding = burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1);
+        let dense = ConvShape {
+            channels: [3, 16],
+            spec: spec.clone(),
+            bias: false,
+            live_stripes: 16 * 9,
+            stripe_wise: false,
+        };
+        assert_eq!(r.prunable_conv("c", &dense, [32, 32]), [32, 32]);
+        spec.stride = [2, 2];
+        let stripes = ConvShape {
+            channels: [16, 16],
+            spec,
+            bias: false,
+            live_stripes: 100,
+            stripe_wise: true,
+        };
+        assert_eq!(r.prunable_conv("s", &stripes, [32, 32]), [16, 16]);
         r.norm("bn", 16, [32, 32]);
         r.relu("relu", 16, [32, 32]);
         r.pool("pool", 2, 16, [16, 16]);
@@ -442,10 +421,33 @@ mod tests {
         assert_eq!(r.params(), 9 * 48 + 1600 + 32 + 650 + 16);
         assert_eq!(r.skeleton(), 16 * 9 + 16 * 9);
         assert_eq!(r.macs(), 9 * 48 * 1024 + 100 * 16 * 256 + 640);
-        assert_eq!(output_size([32, 32], [3, 3], [2, 2], [1, 1]), [16, 16]);
-        assert_eq!(output_size([224, 224], [7, 7], [2, 2], [3, 3]), [112, 112]);
         let table = r.to_string();
         assert!(table.contains("StripeConv"));
         assert!(table.lines().last().unwrap().starts_with("total"));
+    }
+
+    /// A grouped conv's filters read `Cin / groups` channels each: a depthwise 3×3 over 32
+    /// channels is `9 · 32 · Ho · Wo` MACs, 4 groups a quarter of the dense conv's.
+    #[test]
+    fn grouped_convs_count_their_groups() {
+        let mut r = CostReport::new([32, 8, 8]);
+        let mut spec = ConvSpec::new([3, 3]);
+        spec.padding = burn::nn::PaddingConfig2d::Same;
+        for groups in [1, 4, 32] {
+            spec.groups = groups;
+            let shape = ConvShape {
+                channels: [32, 32],
+                spec: spec.clone(),
+                bias: true,
+                live_stripes: 32 * 9,
+                stripe_wise: false,
+            };
+            r.prunable_conv(&format!("g{groups}"), &shape, [8, 8]);
+        }
+        let macs: Vec<u64> = r.layers.iter().map(|l| l.macs).collect();
+        assert_eq!(macs, [9 * 32 * 32 * 64, 9 * 8 * 32 * 64, 9 * 32 * 64]);
+        let params: Vec<u64> = r.layers.iter().map(|l| l.params).collect();
+        assert_eq!(params, [9 * 32 * 32 + 32, 9 * 8 * 32 + 32, 9 * 32 + 32]);
+        assert!(r.layers[2].shape.contains("g32"), "{}", r.layers[2].shape);
     }
 }

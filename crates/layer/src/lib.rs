@@ -23,6 +23,7 @@ mod error;
 pub mod fold;
 mod prunable;
 mod skeleton_conv;
+mod spec;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -32,3 +33,4 @@ pub use cost::{ConvShape, CostReport, Costed, LayerCost, LayerKind, PlannedLayer
 pub use error::ModelError;
 pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear};
 pub use skeleton_conv::{SkeletonConv2d, SkeletonConv2dConfig};
+pub use spec::ConvSpec;

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 
 use texprune_kernels::StripeLayout;
 
-use crate::{Activation, Costed, SkeletonConv2d};
+use crate::{Activation, ConvSpec, Costed, SkeletonConv2d};
 
 /// The BatchNorm that directly follows a prunable conv: its `γ` and `β` channels die with the
 /// conv's filters (METHOD §4, step 3), and compaction keeps only its live channels.
@@ -53,7 +53,7 @@ fn running_id(state: &RunningState<Tensor<1>>) -> ParamId {
 pub struct PrunableLayer {
     /// Path of the conv in the model.
     pub name: String,
-    /// `W [Cout, Cin, kh, kw]`.
+    /// `W [Cout, Cin / groups, kh, kw]`.
     pub weight: Tensor<4>,
     /// Id of `W`.
     pub weight_id: ParamId,
@@ -67,10 +67,8 @@ pub struct PrunableLayer {
     pub stripe_wise: bool,
     /// Id of the conv's execution marker.
     pub execution_id: ParamId,
-    /// Stride `[sh, sw]`.
-    pub stride: [usize; 2],
-    /// Zero padding.
-    pub padding: [usize; 2],
+    /// Kernel size, stride, dilation, groups and padding.
+    pub spec: ConvSpec,
     /// The input `[height, width]` of the conv's last forward pass, if it ran.
     pub input_size: Option<[usize; 2]>,
     /// Whether DTC thresholds this layer (false: penalised only, like the reference's
@@ -112,7 +110,12 @@ impl PrunableLayer {
 
     /// A ReLU follows the norm (or the conv, without a norm).
     pub fn relu(&mut self) -> &mut Self {
-        self.activation = Activation::Relu;
+        self.activation(Activation::Relu)
+    }
+
+    /// `activation` follows the norm (or the conv, without a norm).
+    pub fn activation(&mut self, activation: Activation) -> &mut Self {
+        self.activation = activation;
         self
     }
 
@@ -129,9 +132,14 @@ impl PrunableLayer {
         self
     }
 
-    /// `[Cout, Cin, kh, kw]`.
+    /// `[Cout, Cin / groups, kh, kw]`.
     pub fn weight_dims(&self) -> [usize; 4] {
         self.weight.dims()
+    }
+
+    /// Input channels `Cin`.
+    pub fn in_channels(&self) -> usize {
+        self.weight_dims()[1] * self.spec.groups
     }
 }
 
@@ -168,8 +176,7 @@ impl PrunableLayers {
             bias: conv.bias.as_ref().map(|b| (b.val(), b.id)),
             stripe_wise: conv.is_stripe_wise(),
             execution_id: conv.execution.id,
-            stride: conv.stride,
-            padding: conv.padding,
+            spec: conv.spec(),
             input_size: conv.last_input_size(),
             thresholded: true,
             norm: None,
@@ -257,7 +264,6 @@ impl PrunableLayer {
     #[must_use]
     pub fn stripe_layout(&self) -> StripeLayout {
         let skeleton: Vec<f32> = self.skeleton.clone().into_data().iter::<f32>().collect();
-        let geometry = (self.stride, self.padding);
-        StripeLayout::from_skeleton(self.weight_dims(), geometry, self.bias.is_some(), &skeleton)
+        StripeLayout::from_skeleton(self.weight_dims(), self.bias.is_some(), &skeleton)
     }
 }

@@ -215,9 +215,13 @@ impl ResNetConfig {
             Some(w) => w.clone(),
             None => stage_of.iter().map(|&s| layout.stage_widths[s]).collect(),
         };
+        // The reference's convs: padding `k / 2`, no bias.
         let conv = |cin, cout, k: usize, stride: usize| {
+            let p = k / 2;
             SkeletonConv2dConfig::new([cin, cout], [k, k])
                 .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(false)
                 .init(device)
         };
         let expansion = layout.kind.expansion();
@@ -451,7 +455,7 @@ impl Costed for ResNet {
                     }
                     // The branch's output size, for the blocks after it.
                     for shape in &branch {
-                        out = output_size(out, shape.kernel_size, shape.stride, shape.padding);
+                        out = shape.spec.output_size(out);
                     }
                 }
                 _ => {

@@ -13,7 +13,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -109,7 +109,10 @@ impl VggConfig {
         for layer in &self.layers {
             match *layer {
                 VggLayer::Conv(out) => {
-                    convs.push(SkeletonConv2dConfig::new([channels, out], [3, 3]).init(device)?);
+                    let conv = SkeletonConv2dConfig::new([channels, out], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_bias(false);
+                    convs.push(conv.init(device)?);
                     norms.push(BatchNormConfig::new(out).init(device));
                     channels = out;
                 }

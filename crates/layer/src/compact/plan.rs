@@ -16,7 +16,10 @@
 //! - a conv whose declared consumers are all convs without a live stripe is *unused*: its output
 //!   is never read, so its stripes are dead too (a residual branch whose last conv is dead costs
 //!   nothing: it adds the constant `bn_last(0)`, computed by the norm on a zero map);
-//! - a conv left with no channel keeps one exactly-zero channel rather than a zero-width tensor.
+//! - a conv left with no channel keeps one exactly-zero channel rather than a zero-width tensor;
+//! - a grouped conv (depthwise included) keeps every output channel, and so does every conv
+//!   that feeds one: filter `f` of a grouped conv reads the channels of its group only, so a
+//!   channel removed on one side would shift the groups on the other. Its dead stripes go.
 
 use std::collections::HashMap;
 
@@ -141,6 +144,8 @@ pub struct Wiring {
     linear_producer: Vec<Option<usize>>,
     /// Conv consumers of each conv; `None` when a consumer is a linear layer (always reads).
     conv_consumers: Vec<Option<Vec<usize>>>,
+    /// Convs whose output channels stay: grouped convs and the convs that feed one.
+    fixed_channels: Vec<bool>,
 }
 
 fn declaration_error(message: String) -> ModelError {
@@ -171,6 +176,7 @@ impl Wiring {
             conv_producer: vec![None; convs.len()],
             linear_producer: vec![None; linears.len()],
             conv_consumers: vec![Some(Vec::new()); convs.len()],
+            fixed_channels: convs.iter().map(|l| l.spec.groups > 1).collect(),
         };
         for (p, producer) in convs.iter().enumerate() {
             let [cout, ..] = producer.weight_dims();
@@ -190,7 +196,7 @@ impl Wiring {
                             producer.name
                         )));
                     }
-                    let cin = convs[c].weight_dims()[1];
+                    let cin = convs[c].in_channels();
                     if cin != cout {
                         return Err(declaration_error(format!(
                             "`{}` feeds `{name}`, but `{name}` takes {cin} input channels and \
@@ -203,6 +209,9 @@ impl Wiring {
                     }
                     if let Some(list) = &mut wiring.conv_consumers[p] {
                         list.push(c);
+                    }
+                    if convs[c].spec.groups > 1 {
+                        wiring.fixed_channels[p] = true;
                     }
                 } else if let Some(&l) = linear_index.get(name.as_str()) {
                     let [d_in, _] = linears[l].weight.dims();
@@ -315,7 +324,8 @@ impl CompactionPlan {
     ) -> Vec<ConvPlan> {
         let mut plans: Vec<ConvPlan> = Vec::with_capacity(convs.len());
         for (index, (layer, state)) in convs.iter().zip(states).enumerate() {
-            let [cout, cin, kh, kw] = layer.weight_dims();
+            let [cout, _, kh, kw] = layer.weight_dims();
+            let cin = layer.in_channels();
             let area = kh * kw;
             let (inputs, inputs_zero) = match wiring.conv_producer[index] {
                 Some(p) => (plans[p].kept.clone(), plans[p].output_zero),
@@ -329,7 +339,7 @@ impl CompactionPlan {
                     silent && state.silent_value[f] == 0.0
                 })
                 .collect();
-            let removable = !layer.consumers.is_empty();
+            let removable = !layer.consumers.is_empty() && !wiring.fixed_channels[index];
             let mut kept: Vec<usize> = (0..cout)
                 .filter(|&f| !(removable && (unused[index] || zero_after[f])))
                 .collect();

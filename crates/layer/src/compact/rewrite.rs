@@ -36,8 +36,13 @@ impl Rewrite {
             // W ⊙ S folded; the skeleton becomes the 0/1 indicator of the live stripes, so the
             // dense product W' ⊙ S' is still the masked model's weight.
             let weight = (layer.weight.clone() * layer.skeleton.clone().unsqueeze_dim(1))
-                .select(0, kept.clone())
-                .select(1, inputs);
+                .select(0, kept.clone());
+            // A grouped conv keeps all its channels, and its weight holds `Cin / groups` per
+            // filter (the plan's rule).
+            let weight = match layer.spec.groups {
+                1 => weight.select(1, inputs),
+                _ => weight,
+            };
             let live: Vec<f32> = conv.live.iter().map(|&l| f32::from(u8::from(l))).collect();
             let skeleton = Tensor::<3>::from_data(
                 TensorData::new(live, [conv.kept.len(), kh, kw]),

@@ -2,6 +2,7 @@
 //! box) against each other and against the dense conv, on random layers.
 
 use burn::module::Param;
+use burn::nn::PaddingConfig2d;
 use burn::tensor::Device;
 
 use super::stripes;
@@ -18,19 +19,21 @@ fn host_kernel_equals_device_path() {
     let device = Device::default();
     let mut rng = Rng(3);
     for (k, stride, padding, size) in [
-        (3, 1, None, 9),
-        (3, 2, None, 9),
-        (3, 2, None, 8),
-        (1, 1, None, 7),
-        (1, 2, None, 7),
-        (7, 2, None, 16),
-        (3, 1, Some([0, 0]), 6),
-        (3, 3, Some([2, 2]), 10),
+        (3, 1, 1, 9),
+        (3, 2, 1, 9),
+        (3, 2, 1, 8),
+        (1, 1, 0, 7),
+        (1, 2, 0, 7),
+        (7, 2, 3, 16),
+        (3, 1, 0, 6),
+        (3, 3, 2, 10),
     ] {
         for masking in MASKINGS {
             let mut conv = SkeletonConv2dConfig::new([5, 6], [k, k])
                 .with_stride([stride, stride])
-                .with_padding(padding)
+                .with_padding(PaddingConfig2d::Explicit(
+                    padding, padding, padding, padding,
+                ))
                 .init(&device)
                 .unwrap();
             randomize_conv(&mut conv, masking, &mut rng);
@@ -102,6 +105,7 @@ fn fused_norm_residual_activation_equals_the_steps() {
     for (stride, bias, all_dead) in [(1, false, false), (2, true, false), (1, true, true)] {
         let mut conv = SkeletonConv2dConfig::new([5, 6], [3, 3])
             .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .with_bias(bias)
             .init(&device)
             .unwrap();
@@ -183,7 +187,9 @@ fn device_path_crops_to_the_live_box() {
         for pattern in patterns {
             let mut conv = SkeletonConv2dConfig::new([4, 5], [kh, kw])
                 .with_stride([stride, stride])
-                .with_padding(Some(padding))
+                .with_padding(PaddingConfig2d::Explicit(
+                    padding[0], padding[1], padding[0], padding[1],
+                ))
                 .init(&device)
                 .unwrap();
             randomize_conv(

@@ -4,24 +4,29 @@ use std::sync::{Arc, Mutex};
 
 use burn::config::Config;
 use burn::module::{Content, DisplaySettings, Initializer, Module, ModuleDisplay, Param, ParamId};
-use burn::nn::BatchNorm;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor};
 
-use texprune_kernels::output_size;
-
 use crate::fold::{NormFold, host};
-use crate::{Activation, ModelError};
+use crate::{Activation, ConvSpec, ModelError};
 
 #[cfg(test)]
 mod execution_tests;
+#[cfg(test)]
+mod parity_tests;
 mod stripes;
 
-/// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`].
+/// Configuration of a [`SkeletonConv2d`], built with [`SkeletonConv2dConfig::init`]. It reads
+/// like Burn's `Conv2dConfig` — the same fields, names and defaults (no padding, a bias) — so a
+/// `Conv2dConfig` becomes a `SkeletonConv2dConfig` by a rename:
 ///
 /// ```text
-/// let conv = SkeletonConv2dConfig::new([3, 16], [3, 3]).with_stride([2, 2]).init(&device)?;
+/// let conv = SkeletonConv2dConfig::new([3, 16], [3, 3])
+///     .with_stride([2, 2])
+///     .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+///     .with_bias(false)
+///     .init(&device)?;
 /// ```
 #[derive(Config, Debug)]
 pub struct SkeletonConv2dConfig {
@@ -32,13 +37,19 @@ pub struct SkeletonConv2dConfig {
     /// Stride `[sh, sw]`.
     #[config(default = "[1, 1]")]
     pub stride: [usize; 2],
-    /// Zero padding; `None` means `[kh / 2, kw / 2]` (the reference's choice).
-    #[config(default = "None")]
-    pub padding: Option<[usize; 2]>,
-    /// Whether the conv has a bias (the reference's convs have none).
-    #[config(default = false)]
+    /// Dilation `[dh, dw]`.
+    #[config(default = "[1, 1]")]
+    pub dilation: [usize; 2],
+    /// Channel groups (`Cin` and `Cout` divisible by it; `groups = Cin = Cout` is depthwise).
+    #[config(default = "1")]
+    pub groups: usize,
+    /// Zero padding, as Burn's `Conv2d` applies it ([`ConvSpec::padding_at`]).
+    #[config(default = "PaddingConfig2d::Valid")]
+    pub padding: PaddingConfig2d,
+    /// Whether the conv has a bias.
+    #[config(default = true)]
     pub bias: bool,
-    /// Initializer of the weight (the skeleton starts at ones).
+    /// Initializer of the weight and the bias (the skeleton starts at ones).
     #[config(
         default = "Initializer::KaimingUniform{gain:1.0/num_traits::Float::sqrt(3.0),fan_out_only:false}"
     )]
@@ -47,8 +58,10 @@ pub struct SkeletonConv2dConfig {
 
 /// A 2-D convolution with a learnable filter skeleton (METHOD §1).
 ///
-/// Forward: `y = conv2d(x, W ⊙ S[:, None, :, :]) + b`. A *stripe* is `W[f, :, i, j]`; pruning it
-/// means `S[f, i, j] = 0`.
+/// Forward: `y = conv2d(x, W ⊙ S[:, None, :, :]) + b`, with Burn's `Conv2d` stride, dilation,
+/// groups and padding. A *stripe* is `W[f, :, i, j]`, filter `f`'s weights at kernel position
+/// `(i, j)` across the input channels it reads (`Cin / groups` of them; one weight for a
+/// depthwise filter); pruning it means `S[f, i, j] = 0`.
 ///
 /// How the layer executes is a property of the layer: dense while it trains, stripe-wise once
 /// compaction ([`compact`](crate::compact::compact)) has marked it — then an inference forward
@@ -58,7 +71,7 @@ pub struct SkeletonConv2dConfig {
 #[derive(Module, Debug)]
 #[module(custom_display)]
 pub struct SkeletonConv2d {
-    /// Weight `W`, shape `[Cout, Cin, kh, kw]`.
+    /// Weight `W`, shape `[Cout, Cin / groups, kh, kw]`.
     pub weight: Param<Tensor<4>>,
     /// Filter skeleton `S`, shape `[Cout, kh, kw]`, initialised to ones.
     pub skeleton: Param<Tensor<3>>,
@@ -69,8 +82,13 @@ pub struct SkeletonConv2d {
     pub execution: Param<Tensor<1, Int>>,
     /// Stride `[sh, sw]`.
     pub stride: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Channel groups.
+    pub groups: usize,
     /// Zero padding.
-    pub padding: [usize; 2],
+    #[module(skip)]
+    pub padding: PaddingConfig2d,
     /// What forward passes observed: the input size (for cost) and the marker's value.
     #[module(skip)]
     observed: Observed,
@@ -112,53 +130,75 @@ impl SkeletonConv2dConfig {
             ("kernel height", self.kernel_size[0]),
             ("kernel width", self.kernel_size[1]),
             ("stride", self.stride[0].min(self.stride[1])),
+            ("dilation", self.dilation[0].min(self.dilation[1])),
+            ("groups", self.groups),
         ];
-        match sizes.into_iter().find(|(_, v)| *v == 0) {
-            Some((what, _)) => Err(ModelError::Zero { what }),
-            None => Ok(()),
+        if let Some((what, _)) = sizes.into_iter().find(|(_, v)| *v == 0) {
+            return Err(ModelError::Zero { what });
         }
+        let [cin, cout] = self.channels;
+        if !(cin.is_multiple_of(self.groups) && cout.is_multiple_of(self.groups)) {
+            return Err(ModelError::Config(format!(
+                "{cin} input and {cout} output channels do not split into {} groups",
+                self.groups
+            )));
+        }
+        Ok(())
     }
 
-    fn padding(&self) -> [usize; 2] {
-        self.padding
-            .unwrap_or([self.kernel_size[0] / 2, self.kernel_size[1] / 2])
-    }
-
-    /// Builds the layer with a freshly initialised weight and an all-ones skeleton.
-    ///
-    /// # Errors
-    /// [`ModelError::Zero`] for zero channels, kernel size or stride.
-    pub fn init(&self, device: &Device) -> Result<SkeletonConv2d, ModelError> {
-        self.check()?;
+    /// `[Cout, Cin / groups, kh, kw]`.
+    fn weight_shape(&self) -> [usize; 4] {
         let [cin, cout] = self.channels;
         let [kh, kw] = self.kernel_size;
-        let weight = self.initializer.init_with(
-            [cout, cin, kh, kw],
-            Some(cin * kh * kw),
-            Some(cout * kh * kw),
-            device,
-        );
-        let bias = self.bias.then(|| {
-            self.initializer
-                .init_with([cout], Some(cin * kh * kw), Some(cout * kh * kw), device)
-        });
-        Ok(SkeletonConv2d {
+        [cout, cin / self.groups, kh, kw]
+    }
+
+    /// Builds the layer with a freshly initialised weight (and bias) and an all-ones skeleton,
+    /// initialised as Burn's `Conv2d` is (fan-in `Cin / groups · kh · kw`).
+    ///
+    /// # Errors
+    /// [`ModelError::Zero`] for zero channels, kernel size, stride, dilation or groups,
+    /// [`ModelError::Config`] for channels that do not split into the groups.
+    pub fn init(&self, device: &Device) -> Result<SkeletonConv2d, ModelError> {
+        self.check()?;
+        let shape = self.weight_shape();
+        let [cout, cin_group, kh, kw] = shape;
+        let fan_in = Some(cin_group * kh * kw);
+        let fan_out = Some(cout * kh * kw / self.groups);
+        let weight = self.initializer.init_with(shape, fan_in, fan_out, device);
+        let bias = self
+            .bias
+            .then(|| self.initializer.init_with([cout], fan_in, fan_out, device));
+        let skeleton = Param::from_tensor(Tensor::ones([cout, kh, kw], device));
+        Ok(self.layer(weight, skeleton, bias, device))
+    }
+
+    fn layer(
+        &self,
+        weight: Param<Tensor<4>>,
+        skeleton: Param<Tensor<3>>,
+        bias: Option<Param<Tensor<1>>>,
+        device: &Device,
+    ) -> SkeletonConv2d {
+        SkeletonConv2d {
             weight,
-            skeleton: Param::from_tensor(Tensor::ones([cout, kh, kw], device)),
+            skeleton,
             bias,
             execution: dense_marker(device),
             stride: self.stride,
-            padding: self.padding(),
+            dilation: self.dilation,
+            groups: self.groups,
+            padding: self.padding.clone(),
             observed: Observed::default(),
             packed: stripes::PackCache::default(),
-        })
+        }
     }
 
     /// Builds the layer from given tensors (pretrained weights, a saved skeleton), checking
     /// their shapes against the configuration.
     ///
     /// # Errors
-    /// [`ModelError::Zero`] as [`SkeletonConv2dConfig::init`], [`ModelError::Shape`] for a tensor whose
+    /// What [`SkeletonConv2dConfig::init`] returns, [`ModelError::Shape`] for a tensor whose
     /// shape is not the configuration's.
     pub fn init_from(
         &self,
@@ -167,8 +207,8 @@ impl SkeletonConv2dConfig {
         bias: Option<Tensor<1>>,
     ) -> Result<SkeletonConv2d, ModelError> {
         self.check()?;
-        let [cin, cout] = self.channels;
-        let [kh, kw] = self.kernel_size;
+        let shape = self.weight_shape();
+        let [cout, _, kh, kw] = shape;
         let expect = |what, expected: Vec<usize>, found: Vec<usize>| {
             if expected == found {
                 Ok(())
@@ -180,22 +220,18 @@ impl SkeletonConv2dConfig {
                 })
             }
         };
-        expect("weight", vec![cout, cin, kh, kw], weight.dims().to_vec())?;
+        expect("weight", shape.to_vec(), weight.dims().to_vec())?;
         expect("skeleton", vec![cout, kh, kw], skeleton.dims().to_vec())?;
         if let Some(b) = &bias {
             expect("bias", vec![cout], b.dims().to_vec())?;
         }
         let device = weight.device();
-        Ok(SkeletonConv2d {
-            weight: Param::from_tensor(weight),
-            skeleton: Param::from_tensor(skeleton),
-            bias: bias.map(Param::from_tensor),
-            execution: dense_marker(&device),
-            stride: self.stride,
-            padding: self.padding(),
-            observed: Observed::default(),
-            packed: stripes::PackCache::default(),
-        })
+        Ok(self.layer(
+            Param::from_tensor(weight),
+            Param::from_tensor(skeleton),
+            bias.map(Param::from_tensor),
+            &device,
+        ))
     }
 }
 
@@ -205,7 +241,7 @@ impl SkeletonConv2d {
     ///
     /// # Shapes
     /// - `input`: `[batch, Cin, H, W]`
-    /// - output: `[batch, Cout, (H + 2 ph - kh) / sh + 1, (W + 2 pw - kw) / sw + 1]`
+    /// - output: `[batch, Cout, Ho, Wo]`, [`ConvSpec::output_size`]
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = input.dims();
         self.observed.lock().input_size = Some([h, w]);
@@ -237,8 +273,8 @@ impl SkeletonConv2d {
         activation: Activation,
     ) -> Tensor<4> {
         let [batch, _, h, w] = input.dims();
-        let [cout, _, kh, kw] = self.weight_dims();
-        let [ho, wo] = output_size([h, w], [kh, kw], self.stride, self.padding);
+        let cout = self.weight_dims()[0];
+        let [ho, wo] = self.spec().output_size([h, w]);
         let fits = norm.gamma.dims() == [cout]
             && residual
                 .as_ref()
@@ -265,10 +301,14 @@ impl SkeletonConv2d {
     /// The dense forward pass `conv2d(x, W ⊙ S[:, None]) + b`, whatever the marker says.
     pub fn forward_dense(&self, input: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val() * self.skeleton.val().unsqueeze_dim(1);
-        // Training on flex: the host GEMMs with their own backward pass (`texprune_kernels::train_conv`).
+        let [_, _, h, w] = input.dims();
+        let spec = self.spec();
+        // Training on flex: the host GEMMs with their own backward pass
+        // (`texprune_kernels::train_conv`), for plain convs.
         #[cfg(feature = "flex")]
-        if let Some(y) =
-            texprune_kernels::train_conv::conv2d(&input, &weight, self.stride, self.padding)
+        if let Some(padding) = spec.host_padding([h, w])
+            && let Some(y) =
+                texprune_kernels::train_conv::conv2d(&input, &weight, self.stride, padding)
         {
             return match &self.bias {
                 Some(b) => y + b.val().reshape([1, self.weight_dims()[0], 1, 1]),
@@ -279,11 +319,29 @@ impl SkeletonConv2d {
             input,
             weight,
             self.bias.as_ref().map(Param::val),
-            ConvOptions::new(self.stride, self.padding, [1, 1], 1),
+            spec.options([h, w]),
         )
     }
 
-    /// `[Cout, Cin, kh, kw]`.
+    /// Kernel size, stride, dilation, groups and padding.
+    #[must_use]
+    pub fn spec(&self) -> ConvSpec {
+        let [_, _, kh, kw] = self.weight_dims();
+        ConvSpec {
+            kernel_size: [kh, kw],
+            stride: self.stride,
+            dilation: self.dilation,
+            groups: self.groups,
+            padding: self.padding.clone(),
+        }
+    }
+
+    /// Input channels `Cin` (the weight holds `Cin / groups` per filter).
+    pub fn in_channels(&self) -> usize {
+        self.weight_dims()[1] * self.groups
+    }
+
+    /// `[Cout, Cin / groups, kh, kw]`.
     pub fn weight_dims(&self) -> [usize; 4] {
         self.weight.dims()
     }
@@ -333,12 +391,14 @@ impl ModuleDisplay for SkeletonConv2d {
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
-        let [cout, cin, kh, kw] = self.weight.dims();
+        let [cout, _, kh, kw] = self.weight.dims();
         content
-            .add("ch_in", &cin)
+            .add("ch_in", &self.in_channels())
             .add("ch_out", &cout)
             .add("kernel_size", &format!("{:?}", [kh, kw]))
             .add("stride", &format!("{:?}", self.stride))
+            .add("dilation", &format!("{:?}", self.dilation))
+            .add("groups", &self.groups)
             .add("padding", &format!("{:?}", self.padding))
             .add("stripe_wise", &self.is_stripe_wise())
             .optional()
@@ -357,14 +417,15 @@ mod tests {
         let device = Device::default();
         let conv = SkeletonConv2dConfig::new([3, 4], [3, 3])
             .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device)
             .unwrap();
         let mut plain = Conv2dConfig::new([3, 4], [3, 3])
             .with_stride([2, 2])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .with_bias(false)
             .init(&device);
         plain.weight = Param::from_tensor(conv.weight.val());
+        plain.bias = conv.bias.as_ref().map(|b| Param::from_tensor(b.val()));
         let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &device);
         let y = conv.forward(x.clone());
         assert_eq!(y.dims(), [2, 4, 5, 5]);
@@ -377,7 +438,7 @@ mod tests {
         // 1 input channel, 1 filter, 1×2 kernel [2, 3], skeleton [1, 0], no padding:
         // y = 2 · x[.., j] (the second tap is pruned).
         let device = Device::default();
-        let config = SkeletonConv2dConfig::new([1, 1], [1, 2]).with_padding(Some([0, 0]));
+        let config = SkeletonConv2dConfig::new([1, 1], [1, 2]).with_bias(false);
         let conv = config
             .init_from(
                 Tensor::from_data([[[[2.0, 3.0]]]], &device),

@@ -13,7 +13,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Slice, Tensor, TensorData};
-use texprune_kernels::{Epilogue, StripeLayout, runs_on_host, stripe_conv, with_values};
+use texprune_kernels::{Epilogue, Geometry, StripeLayout, runs_on_host, stripe_conv, with_values};
 
 use super::SkeletonConv2d;
 use crate::Activation;
@@ -29,8 +29,7 @@ impl SkeletonConv2d {
 
 /// The layout of `conv` whose skeleton is `skeleton` (host copy).
 fn layout_of(conv: &SkeletonConv2d, skeleton: &[f32]) -> StripeLayout {
-    let (geometry, bias) = ((conv.stride, conv.padding), conv.bias.is_some());
-    StripeLayout::from_skeleton(conv.weight_dims(), geometry, bias, skeleton)
+    StripeLayout::from_skeleton(conv.weight_dims(), conv.bias.is_some(), skeleton)
 }
 
 /// The layout and packed weights of a stripe-wise conv, keyed by the ids of the weight and
@@ -106,8 +105,8 @@ fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
 }
 
 /// The stripe-wise forward pass of `conv`: through the host CPU kernel for f32 inputs on the
-/// CPU backends, through one backend conv over the live positions elsewhere
-/// ([`forward_device`]). It computes `W ⊙ S` on the live stripes,
+/// CPU backends when the conv is plain ([`ConvSpec::host_padding`](crate::ConvSpec::host_padding)),
+/// through one backend conv over the live positions elsewhere ([`forward_device`]). It computes `W ⊙ S` on the live stripes,
 /// so it equals the dense pass for any weight and skeleton (compaction folds `S` into `W` and
 /// leaves a 0/1 skeleton).
 ///
@@ -129,10 +128,19 @@ pub(crate) fn forward_with(
     residual: Option<Tensor<4>>,
     activation: Activation,
 ) -> Tensor<4> {
-    if runs_on_host(&input) && residual.as_ref().is_none_or(runs_on_host) {
+    let [_, _, h, w] = input.dims();
+    if let Some(padding) = conv.spec().host_padding([h, w])
+        && runs_on_host(&input)
+        && residual.as_ref().is_none_or(runs_on_host)
+    {
         let (layout, weights) = conv.packed.get(conv);
+        let geometry = layout.geometry(input.dims(), conv.stride, padding);
         let epilogue = epilogue(conv, norm, activation);
-        return forward_host(&layout, &weights, input, &epilogue, residual);
+        let out = forward_host(&layout, &weights, input, geometry, &epilogue, residual);
+        return match epilogue.relu || activation == Activation::Identity {
+            true => out,
+            false => activation.forward(out),
+        };
     }
     forward_device(
         conv,
@@ -170,9 +178,10 @@ fn epilogue(conv: &SkeletonConv2d, norm: Option<&BatchNorm>, activation: Activat
 /// One large convolution instead of a product and an indexed add per kernel position: a GPU
 /// runs a dense conv over the compacted channels at its full rate, and dead stripes inside the
 /// box cost it less than launching a kernel per position would. The crop moves the padding:
-/// rows `s·y − ph + i` for `i ∈ [i0, i1]` are rows `s·y − (ph − i0) + i'` of the cropped
-/// kernel, so the padding before is `ph − i0` and after is `ph − (kh − 1 − i1)`; when the two
-/// differ (or one is negative) the input is padded or sliced explicitly and the conv has none.
+/// rows `s·y − p_top + d·i` for `i ∈ [i0, i1]` are rows `s·y − (p_top − d·i0) + d·i'` of the
+/// cropped kernel, so the padding before is `p_top − d·i0` and after is
+/// `p_bottom − d·(kh − 1 − i1)`; when one is negative the input is sliced (and padded)
+/// explicitly and the conv has none. Groups and dilation are the conv's own.
 /// A conv without live stripes keeps its full (zero) kernel: the output is the bias alone.
 pub(crate) fn forward_device(
     conv: &SkeletonConv2d,
@@ -182,11 +191,11 @@ pub(crate) fn forward_device(
     residual: Option<Tensor<4>>,
     activation: Activation,
 ) -> Tensor<4> {
-    let [cout, cin, kh, kw] = conv.weight_dims();
+    let [cout, cin_group, kh, kw] = conv.weight_dims();
     let [rows, cols] = layout.live_box().unwrap_or([0..kh, 0..kw]);
     let weight = (conv.weight.val() * conv.skeleton.val().unsqueeze_dim(1)).slice([
         0..cout,
-        0..cin,
+        0..cin_group,
         rows.clone(),
         cols.clone(),
     ]);
@@ -199,20 +208,24 @@ pub(crate) fn forward_device(
         None => (weight, bias),
     };
     // Padding before and after each spatial axis, for the cropped kernel.
-    let [ph, pw] = layout.padding.map(|p| p as isize);
-    let before = [ph - rows.start as isize, pw - cols.start as isize];
-    let after = [ph - (kh - rows.end) as isize, pw - (kw - cols.end) as isize];
-    let (input, padding) = if before == after && before.iter().all(|&p| p >= 0) {
-        (input, before.map(|p| p as usize))
+    let spec = conv.spec();
+    let [_, _, h, w] = input.dims();
+    let [(top, bottom), (left, right)] = spec.padding_at([h, w]);
+    let [dh, dw] = spec.dilation.map(|d| d as isize);
+    let shift = |p: usize, d: isize, skipped: usize| p as isize - d * skipped as isize;
+    let before = [shift(top, dh, rows.start), shift(left, dw, cols.start)];
+    let after = [
+        shift(bottom, dh, kh - rows.end),
+        shift(right, dw, kw - cols.end),
+    ];
+    let (input, padding) = if before.iter().chain(&after).all(|&p| p >= 0) {
+        let p = |a: usize| (before[a] as usize, after[a] as usize);
+        (input, [p(0), p(1)])
     } else {
-        (pad_or_crop(input, before, after), [0, 0])
+        (pad_or_crop(input, before, after), [(0, 0), (0, 0)])
     };
-    let out = conv2d(
-        input,
-        weight,
-        bias,
-        ConvOptions::new(layout.stride, padding, [1, 1], 1),
-    );
+    let options = ConvOptions::new_with_padding(spec.stride, padding, spec.dilation, spec.groups);
+    let out = conv2d(input, weight, bias, options);
     activation.forward(match residual {
         Some(r) => out + r,
         None => out,
@@ -251,11 +264,11 @@ fn forward_host(
     layout: &StripeLayout,
     w_all: &[f32],
     input: Tensor<4>,
+    geometry: Geometry,
     epilogue: &Epilogue,
     residual: Option<Tensor<4>>,
 ) -> Tensor<4> {
     let device = input.device();
-    let geometry = layout.geometry(input.dims());
     let [batch, _, _, _] = geometry.input;
     let [ho, wo] = geometry.output;
     let conv = |x: &[f32], r: Option<&[f32]>| stripe_conv(layout, x, w_all, geometry, epilogue, r);

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use texprune::burn::module::{Module, ModuleMapper, Param, ParamId};
+use texprune::burn::nn::PaddingConfig2d;
 use texprune::burn::optim::GradientsParams;
 use texprune::burn::tensor::{Bool, DType, Device, Tensor, TensorData};
 use texprune::cdp::{Cdp, CdpConfig, Formula, LayerParams};
@@ -283,6 +284,8 @@ impl ConvStack {
             }
             let [cout, cin, kh, kw] = weight.dims();
             let conv = SkeletonConv2dConfig::new([cin, cout], [kh, kw])
+                .with_padding(PaddingConfig2d::Explicit(kh / 2, kw / 2, kh / 2, kw / 2))
+                .with_bias(false)
                 .init_from(weight.require_grad(), skeleton.require_grad(), None)
                 .map_err(|e| format_err(e.to_string()))?;
             convs.push(conv);

@@ -1,0 +1,71 @@
+//! What the tests of models written here share: tensors from values, random images, the
+//! comparison of two models' logits, and a short run of `Pruner::fit` to a FLOPs target on the
+//! shipped Fashion-MNIST split.
+
+// Each test file uses the helpers it needs.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use texprune::burn::data::dataset::Dataset;
+use texprune::burn::nn::loss::CrossEntropyLossConfig;
+use texprune::burn::optim::SgdConfig;
+use texprune::burn::optim::momentum::MomentumConfig;
+use texprune::burn::tensor::{Device, Tensor, TensorData};
+use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
+use texprune::{Prunable, Pruner, PrunerConfig, Schedule, Target};
+
+pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `batch` 1×28×28 images, uniform in `[−2, 2)`.
+pub fn images(batch: usize, rng: &mut SplitMix64, device: &Device) -> Tensor<4> {
+    let n = batch * 28 * 28;
+    tensor(
+        (0..n).map(|_| rng.range(-2.0, 2.0)).collect(),
+        [batch, 1, 28, 28],
+        device,
+    )
+}
+
+/// `max |a − b| / max |b|`, and whether every row has the same argmax.
+pub fn compare(a: Tensor<2>, b: Tensor<2>) -> (f32, bool) {
+    let diff: f32 = (a.clone() - b.clone()).abs().max().into_scalar();
+    let scale: f32 = b.clone().abs().max().into_scalar();
+    let same = a.argmax(1).equal(b.argmax(1)).all().into_scalar();
+    (diff / scale.max(1e-6), same)
+}
+
+/// 90 steps of SGD (batch 32, momentum 0.9, rate 0.05) through `Pruner::fit` with a 50 %
+/// FLOPs target at 28×28 (ramp over steps 10–60, the controller every 10 steps), on the
+/// shipped 10,000-image Fashion-MNIST split; `model` lives on an autodiff device. Returns the
+/// trained, masked model, the pruner and the controller's last removal.
+pub fn prune_to_half_the_flops<M: Prunable>(
+    mut model: M,
+    forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
+    device: &Device,
+) -> (M, Pruner, f64) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
+    let set = mnist(&dir, Split::Test).unwrap();
+    let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .init();
+    let schedule = Schedule::new(10, 60).with_control_every(10);
+    let target = Target::flops(0.5, [28, 28]);
+    let mut pruner = Pruner::new(PrunerConfig::targeted(target, schedule)).unwrap();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut removed = None;
+    for step in 0..90usize {
+        let items: Vec<_> = (0..32).map(|i| set.get(step * 32 + i).unwrap()).collect();
+        let b = batcher.images(&items, &mut SplitMix64(step as u64), device);
+        let loss = loss_fn.forward(forward(&model, b.images), b.labels);
+        let fit = pruner.fit(&model, loss).unwrap();
+        removed = fit.summary.removed;
+        model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
+    }
+    (model, pruner, removed.expect("the controller ran"))
+}

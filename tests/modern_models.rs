@@ -1,0 +1,243 @@
+//! A MobileNetV2-style network written here, outside the zoo, with `SkeletonConv2d`
+//! everywhere — an inverted residual (1×1 expand → 3×3 depthwise → 1×1 project, added to its
+//! input), a grouped strided conv, a dilated conv — and ReLU6, SiLU and Hardswish after its
+//! norms: compacted exactly into its own type, and pruned to a FLOPs target through
+//! `Pruner::fit`, its depthwise conv losing stripes.
+
+use texprune::burn::module::{Module, Param, RunningState};
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use texprune::burn::tensor::module::adaptive_avg_pool2d;
+use texprune::burn::tensor::{Device, Tensor};
+use texprune::data::SplitMix64;
+use texprune::{
+    Activation, CostReport, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, compact,
+};
+
+mod common;
+
+use common::{compare, images, tensor};
+
+/// stem (3×3, ReLU6) → expand (1×1, ReLU6) → depthwise (3×3, ReLU6) → project (1×1) + stem →
+/// grouped (3×3, 4 groups, stride 2, SiLU) → dilated (3×3, dilation 2, Hardswish) → global
+/// pool → linear.
+#[derive(Module, Debug)]
+struct MobileNet {
+    stem: SkeletonConv2d,
+    stem_bn: BatchNorm,
+    expand: SkeletonConv2d,
+    expand_bn: BatchNorm,
+    depthwise: SkeletonConv2d,
+    depthwise_bn: BatchNorm,
+    project: SkeletonConv2d,
+    project_bn: BatchNorm,
+    grouped: SkeletonConv2d,
+    grouped_bn: BatchNorm,
+    dilated: SkeletonConv2d,
+    dilated_bn: BatchNorm,
+    head: Linear,
+}
+
+const WIDTH: usize = 8;
+
+impl MobileNet {
+    fn new(device: &Device) -> Self {
+        let w = WIDTH;
+        let conv = |cin, cout, k, config: fn(SkeletonConv2dConfig) -> SkeletonConv2dConfig| {
+            config(SkeletonConv2dConfig::new([cin, cout], [k, k]).with_bias(false))
+                .init(device)
+                .unwrap()
+        };
+        let norm = |c| BatchNormConfig::new(c).init(device);
+        Self {
+            stem: conv(1, w, 3, |c| c.with_padding(PaddingConfig2d::Same)),
+            stem_bn: norm(w),
+            expand: conv(w, 4 * w, 1, |c| c),
+            expand_bn: norm(4 * w),
+            depthwise: conv(4 * w, 4 * w, 3, |c| {
+                c.with_groups(4 * WIDTH).with_padding(PaddingConfig2d::Same)
+            }),
+            depthwise_bn: norm(4 * w),
+            project: conv(4 * w, w, 1, |c| c),
+            project_bn: norm(w),
+            grouped: conv(w, 4 * w, 3, |c| {
+                c.with_groups(4)
+                    .with_stride([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            }),
+            grouped_bn: norm(4 * w),
+            dilated: conv(4 * w, 4 * w, 3, |c| {
+                c.with_dilation([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            }),
+            dilated_bn: norm(4 * w),
+            head: LinearConfig::new(4 * w, 10).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        use Activation::{Hardswish, Identity, Relu6, Silu};
+        let x = self.stem.forward_norm(x, &self.stem_bn, None, Relu6);
+        let y = self
+            .expand
+            .forward_norm(x.clone(), &self.expand_bn, None, Relu6);
+        let y = self
+            .depthwise
+            .forward_norm(y, &self.depthwise_bn, None, Relu6);
+        let x = self
+            .project
+            .forward_norm(y, &self.project_bn, Some(x), Identity);
+        let x = self.grouped.forward_norm(x, &self.grouped_bn, None, Silu);
+        let x = self
+            .dilated
+            .forward_norm(x, &self.dilated_bn, None, Hardswish);
+        self.head
+            .forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
+    }
+}
+
+impl Prunable for MobileNet {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        // The stem and the project conv write the residual stream: no declared readers.
+        layers
+            .conv("stem", &self.stem)
+            .norm("stem_bn", &self.stem_bn)
+            .activation(Activation::Relu6);
+        layers
+            .conv("expand", &self.expand)
+            .norm("expand_bn", &self.expand_bn)
+            .activation(Activation::Relu6)
+            .feeds(["depthwise"]);
+        layers
+            .conv("depthwise", &self.depthwise)
+            .norm("depthwise_bn", &self.depthwise_bn)
+            .activation(Activation::Relu6)
+            .feeds(["project"]);
+        layers
+            .conv("project", &self.project)
+            .norm("project_bn", &self.project_bn);
+        layers
+            .conv("grouped", &self.grouped)
+            .norm("grouped_bn", &self.grouped_bn)
+            .activation(Activation::Silu)
+            .feeds(["dilated"]);
+        layers
+            .conv("dilated", &self.dilated)
+            .norm("dilated_bn", &self.dilated_bn)
+            .activation(Activation::Hardswish)
+            .feeds(["head"]);
+        layers.linear("head", &self.head);
+    }
+}
+
+/// Random weights, half the stripes dead and a third of the filters; dead filters' norms
+/// zeroed as DTC leaves them, but one in five left a constant channel.
+fn randomize(conv: &mut SkeletonConv2d, norm: &mut BatchNorm, rng: &mut SplitMix64) {
+    let device = conv.weight.val().device();
+    let [cout, cin, kh, kw] = conv.weight_dims();
+    let bound = (3.0 / (cin * kh * kw) as f32).sqrt();
+    let weight = (0..cout * cin * kh * kw)
+        .map(|_| rng.range(-bound, bound))
+        .collect();
+    let mut skeleton = Vec::new();
+    let mut dead = vec![false; cout];
+    for d in dead.iter_mut() {
+        let filter_dead = rng.chance(0.3);
+        let row: Vec<f32> = (0..kh * kw)
+            .map(|_| match filter_dead || rng.chance(0.5) {
+                true => 0.0,
+                false => rng.range(0.5, 1.5),
+            })
+            .collect();
+        *d = row.iter().all(|v| *v == 0.0);
+        skeleton.extend(row);
+    }
+    conv.weight = Param::from_tensor(tensor(weight, [cout, cin, kh, kw], &device));
+    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
+    let mut draw = |lo, hi| (0..cout).map(|_| rng.range(lo, hi)).collect::<Vec<f32>>();
+    let (mut gamma, mut beta) = (draw(0.5, 1.5), draw(-0.5, 0.5));
+    let (mean, var) = (draw(-0.5, 0.5), draw(0.5, 2.0));
+    for f in 0..cout {
+        if dead[f] && !rng.chance(0.2) {
+            (gamma[f], beta[f]) = (0.0, 0.0);
+        }
+    }
+    norm.gamma = Param::from_tensor(tensor(gamma, [cout], &device));
+    norm.beta = Param::from_tensor(tensor(beta, [cout], &device));
+    norm.running_mean = RunningState::new(tensor(mean, [cout], &device));
+    norm.running_var = RunningState::new(tensor(var, [cout], &device));
+}
+
+fn randomize_all(m: &mut MobileNet, rng: &mut SplitMix64) {
+    for (conv, norm) in [
+        (&mut m.stem, &mut m.stem_bn),
+        (&mut m.expand, &mut m.expand_bn),
+        (&mut m.depthwise, &mut m.depthwise_bn),
+        (&mut m.project, &mut m.project_bn),
+        (&mut m.grouped, &mut m.grouped_bn),
+        (&mut m.dilated, &mut m.dilated_bn),
+    ] {
+        randomize(conv, norm, rng);
+    }
+}
+
+#[test]
+fn grouped_depthwise_and_dilated_convs_compact_exactly() {
+    let device = Device::default();
+    for seed in 0..4 {
+        let mut rng = SplitMix64(40 + seed);
+        let mut model = MobileNet::new(&device);
+        randomize_all(&mut model, &mut rng);
+        let compacted: MobileNet = compact(model.clone()).unwrap();
+        let x = images(6, &mut rng, &device);
+        let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
+        assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
+        // Grouped convs keep their channels and lose their dead stripes; the dilated conv,
+        // read by the head only, loses its silent channels and the head its rows.
+        for conv in [&compacted.depthwise, &compacted.grouped, &compacted.expand] {
+            assert_eq!(conv.weight_dims()[0], 4 * WIDTH, "seed {seed}");
+            assert!(conv.is_stripe_wise());
+        }
+        let live = compacted.depthwise.stripe_layout().live_stripes();
+        assert!(live < 4 * WIDTH * 9, "seed {seed}: {live} live stripes");
+        let kept = compacted.dilated.weight_dims()[0];
+        assert_eq!(compacted.head.weight.dims(), [kept, 10], "seed {seed}");
+        // The cost counts the depthwise conv's stripes at one weight each.
+        let cost = CostReport::of_model(&compacted).unwrap();
+        let depthwise = cost.layers.iter().find(|l| l.name == "depthwise").unwrap();
+        assert_eq!(depthwise.macs, (live * 28 * 28) as u64, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_flops_target_on_a_mobilenet_style_model_is_met_through_fit() {
+    let device = Device::default().autodiff();
+    device.seed(4);
+    let model = MobileNet::new(&device);
+    let (model, pruner, controller) =
+        common::prune_to_half_the_flops(model, MobileNet::forward, &device);
+    let valid = model.valid();
+    let x = images(8, &mut SplitMix64(1), &Device::default());
+    let masked_logits = valid.forward(x.clone());
+    let compacted: MobileNet = pruner.compact(valid.clone()).unwrap();
+    let (err, same) = compare(compacted.forward(x), masked_logits);
+    assert!(err <= 1e-4 && same, "relative error {err}");
+    let fresh = MobileNet::new(&Device::default());
+    let _ = fresh.forward(images(1, &mut SplitMix64(2), &Device::default()));
+    let full = CostReport::of_model(&fresh).unwrap().flops() as f64;
+    let small = CostReport::of_model(&compacted).unwrap().flops() as f64;
+    let removed = 1.0 - small / full;
+    assert!(
+        (removed - 0.5).abs() <= 0.03,
+        "removed {:.1} % of the FLOPs",
+        100.0 * removed
+    );
+    assert!(
+        (controller - removed).abs() <= 1e-4,
+        "controller {controller:.6}, report {removed:.6}"
+    );
+    let live = compacted.depthwise.stripe_layout().live_stripes();
+    assert!(
+        live < 4 * WIDTH * 9,
+        "the depthwise conv kept all {live} stripes"
+    );
+}
