@@ -39,7 +39,7 @@ fn model_group<M: Prunable + Classifier + Costed>(
         });
         for removed in [0.0, 0.5, 0.75] {
             let masked = random_stripe_masks(model.clone(), removed, 7);
-            let compact = texprune::compact(masked.clone()).unwrap();
+            let compact = texprune::compact(&masked, x.clone(), M::logits).unwrap();
             let ratio = masked.cost([32, 32]).macs() as f64 / compact.cost([32, 32]).macs() as f64;
             let id = format!("{name}/{batch}/compact_{:.0}pct_removed", removed * 100.0);
             println!("{id}: MAC ratio {ratio:.2}×");

@@ -539,10 +539,6 @@ fn run(
     let train_seconds = started.elapsed().as_secs_f64();
 
     let masked = model.valid();
-    let compact = match &pruner {
-        Some(p) => p.compact(masked.clone())?,
-        None => texprune::compact(masked.clone())?,
-    };
     let eval = Evaluation {
         test,
         batcher: &eval_batcher,
@@ -550,6 +546,11 @@ fn run(
         input_size: [32, 32],
         probe: 64,
         runs: 20,
+    };
+    let example = eval.first_images(8)?;
+    let compact = match &pruner {
+        Some(p) => p.compact(&masked, example, Vgg::forward)?,
+        None => texprune::compact(&masked, example, Vgg::forward)?,
     };
     let (report, _, _) = RunReport::measure(&masked, &compact, &eval)?;
     let layers: Vec<(String, f64)> = masked

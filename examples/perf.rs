@@ -220,8 +220,8 @@ where
         });
         for removed in [0.0, 0.5, 0.75] {
             let masked = random_stripe_masks(dense.clone(), removed, 7);
-            let compact = texprune::compact(masked.clone())?;
-            compact.check_input(x.dims())?;
+            masked.check_input(x.dims())?;
+            let compact = texprune::compact(&masked, x.clone(), M::logits)?;
             let compact_ms = median_ms(runs, || {
                 let _ = compact.logits(x.clone()).into_data();
             });

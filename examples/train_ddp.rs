@@ -27,14 +27,17 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use texprune::OutputLock;
 use texprune::burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use texprune::burn::data::dataset::Dataset;
 use texprune::burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use texprune::burn::train::checkpoint::KeepLastNCheckpoints;
 use texprune::burn::train::metric::{AccuracyMetric, LossMetric};
 use texprune::burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
-use texprune::data::{ForLoader, ImageBatch, ImageBatcher, ImageSet, Normalization, Split, mnist};
+use texprune::data::{
+    ForLoader, ImageBatch, ImageBatcher, ImageSet, Normalization, Split, SplitMix64, mnist,
+};
 use texprune::learner::{EpochLineRenderer, LiveStripesMetric, PenaltyMetric, PrunedModel};
 use texprune::report::accuracy;
-use texprune::zoo::vgg::{VggConfig, VggLayer};
+use texprune::zoo::vgg::{Vgg, VggConfig, VggLayer};
 use texprune::{Costed, Pruner, PrunerConfig, Quantity, Schedule, Target};
 use texprune_tools::cli::Backend;
 use texprune_tools::scaffold::sgd;
@@ -217,7 +220,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
     let device = devices[0].clone();
     let masked = accuracy(&model, &valid, &batcher, 256, &device)?;
-    let compact = pruner.compact(model)?;
+    let items = (0..valid.len().min(8))
+        .map(|i| valid.get(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let example = batcher.images(&items, &mut SplitMix64(0), &device).images;
+    let compact = pruner.compact(&model, example, Vgg::forward)?;
     let compact_accuracy = accuracy(&compact, &valid, &batcher, 256, &device)?;
     let cost = compact.cost([28, 28]);
     println!(

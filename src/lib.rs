@@ -28,8 +28,9 @@
 //!     model = pruner.apply_masks(optim.step(0.1, model, step.grads));
 //!     println!("{}", step.summary);
 //! }
-//! // A smaller inference model with the same output, and what it saved:
-//! let compact = pruner.compact(model.clone())?;
+//! // A smaller inference model with the same output (checked on an example), and what it saved:
+//! # let example: Tensor<4> = Tensor::zeros([1, 3, 32, 32], &device);
+//! let compact = pruner.compact(&model, example, |m, x| m.forward(x))?;
 //! println!("{}", compact.cost([32, 32]));
 //! # Ok(())
 //! # }
@@ -63,7 +64,7 @@ pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError, ThresholdRule};
 pub use texprune_layer::{
     Activation, CostReport, Costed, LayerKind, ModelError, Prunable, PrunableLayers,
-    SkeletonConv2d, SkeletonConv2dConfig, compact,
+    SkeletonConv2d, SkeletonConv2dConfig, compact, compact_unchecked,
 };
 pub use texprune_zoo::{Classifier, TorchLayout};
 

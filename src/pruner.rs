@@ -606,14 +606,28 @@ impl Pruner {
 
     /// The compact inference model of `model` under the masks in force, of `model`'s own type:
     /// the masks are applied, then dead stripes, channels and branches are removed physically
-    /// and every conv runs stripe-wise ([`texprune_layer::compact()`], METHOD §5). Its output
-    /// equals the masked model's.
+    /// and every conv runs stripe-wise ([`texprune_layer::compact()`], METHOD §5). Before it is
+    /// returned, `forward` runs on `example` through the masked and the compact model, and the
+    /// two outputs must agree (≤ 1e-4 relative): a declaration that does not match the model's
+    /// forward gives an error, never a broken model. `model` is not changed.
+    ///
+    /// ```text
+    /// let compact = pruner.compact(&model, images, Net::forward)?;
+    /// ```
     ///
     /// # Errors
-    /// [`PruneError::Model`] for what [`texprune_layer::compact()`] refuses: NaN or infinite skeletons,
-    /// biases or norms, an inconsistent declaration.
-    pub fn compact<M: Prunable>(&self, model: M) -> Result<M, PruneError> {
-        Ok(texprune_layer::compact(self.apply_masks(model))?)
+    /// [`PruneError::Model`] for what [`texprune_layer::compact()`] refuses: NaN or infinite
+    /// skeletons, biases or norms, an inconsistent declaration, an example the model's forward
+    /// panics on, a compact model that does not compute what the masked model computes
+    /// ([`ModelError::Mismatch`], naming the declarations at fault).
+    pub fn compact<M: Prunable, const DI: usize, const DO: usize>(
+        &self,
+        model: &M,
+        example: Tensor<DI>,
+        forward: impl Fn(&M, Tensor<DI>) -> Tensor<DO>,
+    ) -> Result<M, PruneError> {
+        let masked = self.apply_masks(model.valid());
+        Ok(texprune_layer::compact(&masked, example, forward)?)
     }
 
     /// The cost of the compact model `model` gives under the masks in force, as a FLOPs, MACs or

@@ -2,7 +2,8 @@
 //! everywhere — an inverted residual (1×1 expand → 3×3 depthwise → 1×1 project, added to its
 //! input), a grouped strided conv, a dilated conv — and ReLU6, SiLU and Hardswish after its
 //! norms: compacted exactly into its own type, and pruned to a FLOPs target through
-//! `Pruner::fit`, its depthwise conv losing stripes.
+//! `Pruner::fit`, its depthwise conv losing stripes; declared wrong, a typed error from
+//! compaction's check, never a broken model.
 
 use texprune::burn::module::{Module, Param, RunningState};
 use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -10,7 +11,8 @@ use texprune::burn::tensor::module::adaptive_avg_pool2d;
 use texprune::burn::tensor::{Device, Tensor};
 use texprune::data::SplitMix64;
 use texprune::{
-    Activation, CostReport, Prunable, PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, compact,
+    Activation, CdpConfig, CostReport, DtcConfig, ModelError, Prunable, PrunableLayers, PruneError,
+    Pruner, PrunerConfig, SkeletonConv2d, SkeletonConv2dConfig, compact, compact_unchecked,
 };
 
 mod common;
@@ -187,7 +189,7 @@ fn grouped_depthwise_and_dilated_convs_compact_exactly() {
         let mut rng = SplitMix64(40 + seed);
         let mut model = MobileNet::new(&device);
         randomize_all(&mut model, &mut rng);
-        let compacted: MobileNet = compact(model.clone()).unwrap();
+        let compacted: MobileNet = compact_unchecked(model.clone()).unwrap();
         let x = images(6, &mut rng, &device);
         let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
         assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
@@ -218,7 +220,9 @@ fn a_flops_target_on_a_mobilenet_style_model_is_met_through_fit() {
     let valid = model.valid();
     let x = images(8, &mut SplitMix64(1), &Device::default());
     let masked_logits = valid.forward(x.clone());
-    let compacted: MobileNet = pruner.compact(valid.clone()).unwrap();
+    let compacted = pruner
+        .compact(&model, x.clone(), MobileNet::forward)
+        .unwrap();
     let (err, same) = compare(compacted.forward(x), masked_logits);
     assert!(err <= 1e-4 && same, "relative error {err}");
     let fresh = MobileNet::new(&Device::default());
@@ -240,4 +244,153 @@ fn a_flops_target_on_a_mobilenet_style_model_is_met_through_fit() {
         live < 4 * WIDTH * 9,
         "the depthwise conv kept all {live} stripes"
     );
+}
+
+/// The network of this file declared as a user might get it wrong: the expand conv declared to
+/// feed the project conv across the depthwise conv (the channel counts line up, so the
+/// declaration is consistent in itself), and the dilated conv's Hardswish declared as a ReLU.
+#[derive(Module, Debug)]
+struct Miswired {
+    net: MobileNet,
+    /// Which mistake the declaration makes.
+    mistake: usize,
+}
+
+const ACROSS_THE_DEPTHWISE: usize = 0;
+const WRONG_ACTIVATION: usize = 1;
+
+impl Miswired {
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.net.forward(x)
+    }
+}
+
+impl Prunable for Miswired {
+    fn prunable_layers(&self, layers: &mut PrunableLayers) {
+        let n = &self.net;
+        let (expand_feeds, depthwise_feeds, dilated_activation) = match self.mistake {
+            ACROSS_THE_DEPTHWISE => (vec!["project"], vec![], Activation::Hardswish),
+            _ => (vec!["depthwise"], vec!["project"], Activation::Relu),
+        };
+        layers.conv("stem", &n.stem).norm("stem_bn", &n.stem_bn);
+        layers
+            .conv("expand", &n.expand)
+            .norm("expand_bn", &n.expand_bn)
+            .activation(Activation::Relu6)
+            .feeds(expand_feeds);
+        layers
+            .conv("depthwise", &n.depthwise)
+            .norm("depthwise_bn", &n.depthwise_bn)
+            .activation(Activation::Relu6)
+            .feeds(depthwise_feeds);
+        layers
+            .conv("project", &n.project)
+            .norm("project_bn", &n.project_bn);
+        layers
+            .conv("grouped", &n.grouped)
+            .norm("grouped_bn", &n.grouped_bn)
+            .activation(Activation::Silu)
+            .feeds(["dilated"]);
+        layers
+            .conv("dilated", &n.dilated)
+            .norm("dilated_bn", &n.dilated_bn)
+            .activation(dilated_activation)
+            .feeds(["head"]);
+        layers.linear("head", &n.head);
+    }
+}
+
+/// Filter `f` of `conv` dead (its skeleton row zero), its norm giving `bn(0) = shift`.
+fn kill(conv: &mut SkeletonConv2d, norm: &mut BatchNorm, f: usize, shift: f32) {
+    let device = conv.weight.val().device();
+    let [cout, kh, kw] = conv.skeleton.dims();
+    let mut skeleton: Vec<f32> = conv.skeleton.val().into_data().iter::<f32>().collect();
+    skeleton[f * kh * kw..(f + 1) * kh * kw].fill(0.0);
+    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
+    let set = |t: Tensor<1>, v: f32| {
+        let mut values: Vec<f32> = t.into_data().iter::<f32>().collect();
+        values[f] = v;
+        tensor(values, [cout], &device)
+    };
+    norm.gamma = Param::from_tensor(set(norm.gamma.val(), 1.0));
+    norm.beta = Param::from_tensor(set(norm.beta.val(), shift));
+    norm.running_mean = RunningState::new(set(norm.running_mean.value(), 0.0));
+    norm.running_var = RunningState::new(set(norm.running_var.value(), 1.0 - 1e-5));
+}
+
+/// The miswired network, randomized, with a dead expand filter (an exactly-zero channel) and a
+/// dead dilated filter whose norm gives `−1` (ReLU: 0; Hardswish: −1/3).
+fn miswired(mistake: usize, seed: u64) -> Miswired {
+    let device = Device::default();
+    let mut rng = SplitMix64(seed);
+    let mut net = MobileNet::new(&device);
+    randomize_all(&mut net, &mut rng);
+    kill(&mut net.expand, &mut net.expand_bn, 0, 0.0);
+    kill(&mut net.dilated, &mut net.dilated_bn, 0, -1.0);
+    Miswired { net, mistake }
+}
+
+#[test]
+fn a_declaration_across_the_depthwise_conv_is_an_error_not_a_panic() {
+    for seed in 0..3 {
+        let model = miswired(ACROSS_THE_DEPTHWISE, 60 + seed);
+        let x = images(4, &mut SplitMix64(seed), &Device::default());
+        let before = model.forward(x.clone());
+        // Without the check the compact model breaks: the expand conv lost channels that the
+        // depthwise conv still reads.
+        let broken = compact_unchecked(model.clone()).unwrap();
+        assert!(
+            broken.net.expand.weight_dims()[0] < 4 * WIDTH,
+            "seed {seed}"
+        );
+        match compact(&model, x.clone(), Miswired::forward) {
+            Err(ModelError::Mismatch { found, layers }) => {
+                assert_eq!(layers, ["expand"], "seed {seed}: {found}");
+                assert!(found.contains("panics"), "seed {seed}: {found}");
+            }
+            other => panic!("seed {seed}: {:?}", other.map(|_| ())),
+        }
+        // The same through the pruner, as a typed error; the model is unchanged.
+        let pruner = Pruner::new(PrunerConfig::new(CdpConfig::new(), DtcConfig::new())).unwrap();
+        let err = pruner
+            .compact(&model, x.clone(), Miswired::forward)
+            .unwrap_err();
+        assert!(
+            matches!(err, PruneError::Model(ModelError::Mismatch { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`expand`"), "{err}");
+        let (diff, _) = compare(model.forward(x), before);
+        assert_eq!(diff, 0.0, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_wrong_activation_is_found_by_the_output_check() {
+    let model = miswired(WRONG_ACTIVATION, 70);
+    let x = images(4, &mut SplitMix64(7), &Device::default());
+    match compact(&model, x.clone(), Miswired::forward) {
+        Err(ModelError::Mismatch { found, layers }) => {
+            assert_eq!(layers, ["dilated"], "{found}");
+            assert!(found.contains("differs"), "{found}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Declared right, the same weights compact, checked, with the dilated channel kept.
+    let right = Miswired {
+        mistake: ACROSS_THE_DEPTHWISE,
+        ..model
+    };
+    let net = right.net.clone();
+    let compacted = compact(&net, x.clone(), MobileNet::forward).unwrap();
+    let (err, same) = compare(compacted.forward(x.clone()), net.forward(x));
+    assert!(err <= 1e-5 && same, "relative error {err}");
+}
+
+#[test]
+fn an_example_the_model_cannot_take_is_an_input_error() {
+    let model = miswired(WRONG_ACTIVATION, 71);
+    let x = Tensor::<4>::zeros([1, 3, 28, 28], &Device::default());
+    let err = compact(&model.net, x, MobileNet::forward).unwrap_err();
+    assert!(matches!(err, ModelError::Input { .. }), "{err}");
 }

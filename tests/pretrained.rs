@@ -431,7 +431,7 @@ fn an_exported_model_reads_back_and_a_compact_one_lists_its_stripes() {
         })
         .collect();
     let masked = texprune::apply_stripe_masks(model, masks).unwrap();
-    let compact = pruner.compact(masked.clone()).unwrap();
+    let compact = pruner.compact(&masked, x.clone(), ResNet::forward).unwrap();
     let layout = pytorch::export(
         &compact,
         dir.join("compact.safetensors"),

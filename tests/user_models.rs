@@ -14,7 +14,7 @@ use texprune::data::SplitMix64;
 use texprune::{
     Activation, CostReport, LayerKind, ModelError, Phase, Prunable, PrunableLayers, PruneError,
     Pruner, PrunerConfig, Schedule, SkeletonConv2d, SkeletonConv2dConfig, Target,
-    apply_stripe_masks, compact,
+    apply_stripe_masks, compact_unchecked,
 };
 
 /// The example's residual network (stem → block → max pool → strided conv → 1×1 conv → global
@@ -187,7 +187,7 @@ fn a_residual_net_compacts_into_its_own_type_exactly() {
         let mut rng = SplitMix64(seed);
         let mut model = ResidualNet::new(WIDTH, &device).unwrap();
         randomize_residual(&mut model, &mut rng, false);
-        let compacted: ResidualNet = compact(model.clone()).unwrap();
+        let compacted: ResidualNet = compact_unchecked(model.clone()).unwrap();
         let x = images(4, &mut rng, &device);
         let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
         assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
@@ -218,7 +218,7 @@ fn a_dead_residual_branch_adds_its_constant() {
     randomize_residual(&mut model, &mut rng, true);
     model.inner_bn.gamma = Param::from_tensor(Tensor::zeros([2 * WIDTH], &device));
     model.inner_bn.beta = Param::from_tensor(Tensor::zeros([2 * WIDTH], &device));
-    let compacted = compact(model.clone()).unwrap();
+    let compacted = compact_unchecked(model.clone()).unwrap();
     let x = images(4, &mut rng, &device);
     let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
     assert!(err <= 1e-5 && same, "relative error {err}");
@@ -254,7 +254,7 @@ fn forward_norm_equals_the_steps_on_a_user_model_dense_and_compacted() {
         // Seeds 0 and 3 kill the block's inner conv: the fused residual add then adds the
         // constant `outer_bn(0)`.
         randomize_residual(&mut model, &mut rng, seed % 3 == 0);
-        let compacted = compact(model.clone()).unwrap();
+        let compacted = compact_unchecked(model.clone()).unwrap();
         let x = images(5, &mut rng, &device);
         let steps = model.forward(x.clone());
         for (what, y) in [
@@ -283,7 +283,7 @@ fn a_linear_head_after_a_flatten_loses_the_rows_of_removed_channels() {
             let dead = randomize_conv(conv, &mut rng, false);
             randomize_norm(norm, &dead, &mut rng);
         }
-        let compacted = compact(model.clone()).unwrap();
+        let compacted = compact_unchecked(model.clone()).unwrap();
         let x = images(3, &mut rng, &device);
         let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
         assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
@@ -302,7 +302,7 @@ fn the_minimum_declaration_removes_stripes_and_keeps_channels() {
     randomize_conv(&mut model.c1, &mut rng, false);
     let dead = randomize_conv(&mut model.c2, &mut rng, false);
     randomize_norm(&mut model.bn2, &dead, &mut rng);
-    let compacted = compact(model.clone()).unwrap();
+    let compacted = compact_unchecked(model.clone()).unwrap();
     let x = images(3, &mut rng, &device);
     let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
     assert!(err <= 1e-5 && same, "relative error {err}");
@@ -338,7 +338,7 @@ fn declarations_that_do_not_fit_are_errors() {
         c1: conv(1, 4, 3, 1, &device),
         c2: conv(4, 4, 3, 1, &device),
     };
-    let err = compact(model).unwrap_err();
+    let err = compact_unchecked(model).unwrap_err();
     assert!(
         matches!(&err, ModelError::Declaration(m) if m.contains("`c3`")),
         "{err}"
@@ -358,7 +358,7 @@ fn declarations_that_do_not_fit_are_errors() {
         c1: conv(1, 4, 3, 1, &device),
         c2: conv(5, 4, 3, 1, &device),
     };
-    let err = compact(model).unwrap_err().to_string();
+    let err = compact_unchecked(model).unwrap_err().to_string();
     assert!(err.contains("5 input channels"), "{err}");
     // Cost needs one forward pass for the input sizes.
     let err = CostReport::of_model(&ResidualNet::new(WIDTH, &device).unwrap()).unwrap_err();
@@ -372,7 +372,7 @@ fn a_compacted_model_is_rebuilt_from_the_masked_record() {
     let mut masked = ResidualNet::new(WIDTH, &device).unwrap();
     randomize_residual(&mut masked, &mut rng, false);
     let x = images(2, &mut rng, &device);
-    let expected = compact(masked.clone())
+    let expected = compact_unchecked(masked.clone())
         .unwrap()
         .forward(x.clone())
         .into_data();
@@ -384,7 +384,7 @@ fn a_compacted_model_is_rebuilt_from_the_masked_record() {
         .unwrap()
         .try_load_file(&path)
         .unwrap();
-    let rebuilt = compact(reloaded).unwrap();
+    let rebuilt = compact_unchecked(reloaded).unwrap();
     assert_eq!(rebuilt.forward(x).into_data(), expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -399,7 +399,9 @@ fn a_flops_target_on_a_user_model_is_met_through_fit() {
     let valid = model.valid();
     let x = images(8, &mut SplitMix64(1), &Device::default());
     let masked_logits = valid.forward(x.clone());
-    let compacted: ResidualNet = pruner.compact(valid.clone()).unwrap();
+    let compacted = pruner
+        .compact(&model, x.clone(), ResidualNet::forward)
+        .unwrap();
     let (err, same) = compare(compacted.forward(x), masked_logits);
     assert!(err <= 1e-4 && same, "relative error {err}");
     let small = CostReport::of_model(&compacted).unwrap().flops() as f64;
@@ -498,7 +500,7 @@ fn masks_from_outside_a_pruner_are_written_as_dtc_writes_them() {
             .all(|s| *s == 1.0)
     );
     // The compact model drops the dead filter and equals the masked one.
-    let compacted: ResidualNet = compact(masked.clone()).unwrap();
+    let compacted: ResidualNet = compact_unchecked(masked.clone()).unwrap();
     assert_eq!(compacted.inner.weight_dims()[0], cout - 1);
     let x = images(2, &mut SplitMix64(5), &device);
     let (err, same) = compare(compacted.forward(x.clone()), masked.forward(x));

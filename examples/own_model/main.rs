@@ -69,12 +69,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64()
     );
 
-    let masked = pruner.apply_masks(model.valid());
-    let compact: Net = pruner.compact(model.valid())?;
     let items = (0..64).map(|i| set.get(i)).collect::<Result<Vec<_>, _>>()?;
     let x = batcher
         .images(&items, &mut SplitMix64(0), &Device::default())
         .images;
+    let masked = pruner.apply_masks(model.valid());
+    // Checked on the batch: a declaration that does not match `forward` gives an error.
+    let compact: Net = pruner.compact(&model, x.clone(), Net::forward)?;
     let (a, b) = (masked.forward(x.clone()), compact.forward(x.clone()));
     let diff: f32 = (a.clone() - b.clone()).abs().max().into_scalar();
     let scale: f32 = a.clone().abs().max().into_scalar();

@@ -41,6 +41,25 @@ pub enum ModelError {
     /// A model's declaration ([`Prunable`](crate::Prunable)) is inconsistent.
     #[error("invalid declaration: {0}")]
     Declaration(String),
+    /// The compact model does not compute what the masked model computes on the example: a
+    /// declaration does not match the model's forward.
+    #[error(
+        "the compact model {found}; {}",
+        match layers.as_slice() {
+            [] => "no single declaration explains it".to_string(),
+            names => format!(
+                "the declaration of {} (its readers, norm or activation) does not match the \
+                 model's forward",
+                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    )]
+    Mismatch {
+        /// What differs.
+        found: String,
+        /// The declared convs whose channel removal alone breaks the compact model.
+        layers: Vec<String>,
+    },
     /// Cost needs a layer's input size, known once a forward pass ran.
     #[error("the input size of `{layer}` is not known: run one forward pass before counting cost")]
     Unmeasured {

@@ -28,7 +28,7 @@ mod spec;
 pub mod testing;
 
 pub use activation::Activation;
-pub use compact::compact;
+pub use compact::{compact, compact_unchecked};
 pub use cost::{ConvShape, CostReport, Costed, LayerCost, LayerKind, PlannedLayers, Shapes, human};
 pub use error::ModelError;
 pub use prunable::{CoupledNorm, Prunable, PrunableLayer, PrunableLayers, PrunableLinear};

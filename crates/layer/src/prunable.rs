@@ -217,6 +217,18 @@ impl PrunableLayers {
         self.layers.is_empty()
     }
 
+    /// This declaration with the readers of every conv but the `index`-th cleared: only that
+    /// conv's channels can be removed (compaction's check uses it to find a faulty declaration).
+    pub(crate) fn with_readers_of(&self, index: usize) -> Self {
+        let mut alone = self.clone();
+        for (i, layer) in alone.layers.iter_mut().enumerate() {
+            if i != index {
+                layer.consumers.clear();
+            }
+        }
+        alone
+    }
+
     /// The convs, consumed.
     pub fn into_vec(self) -> Vec<PrunableLayer> {
         self.layers

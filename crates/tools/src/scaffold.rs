@@ -142,7 +142,7 @@ where
         "texture after training",
     )?;
     let masked = model.valid();
-    let compact = pruner.compact(masked.clone())?;
+    let compact = pruner.compact(&masked, eval.first_images(8)?, M::logits)?;
     let (report, dense_cost, compact_cost) = RunReport::measure(&masked, &compact, eval)?;
     Ok(Finished {
         masked,

@@ -4,7 +4,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
-use texprune_layer::compact;
+use texprune_layer::compact_unchecked;
 use texprune_layer::testing::{
     MASKINGS, Masking, SplitMix64 as Rng, random_input as input, randomize_conv, randomize_norm,
 };
@@ -72,7 +72,7 @@ fn check_vgg(config: VggConfig, seeds: u64, size: usize) {
         let mut rng = Rng(seed);
         let masking = MASKINGS[seed as usize % MASKINGS.len()];
         let model = randomize_vgg(config.init(&device).unwrap(), masking, &mut rng);
-        let compact = compact(model.clone()).unwrap();
+        let compact = compact_unchecked(model.clone()).unwrap();
         assert!(compact.convs.iter().all(SkeletonConv2d::is_stripe_wise));
         let x = input([2, 3, size, size], &mut rng, &device);
         let err = relative_error(compact.forward(x.clone()), model.forward(x));
@@ -98,7 +98,7 @@ fn check_resnet(config: ResNetConfig, seeds: u64, size: usize) -> usize {
         let mut rng = Rng(1000 + seed);
         let masking = MASKINGS[seed as usize % MASKINGS.len()];
         let model = randomize_resnet(config.init(&device).unwrap(), masking, &mut rng);
-        let compact = compact(model.clone()).unwrap();
+        let compact = compact_unchecked(model.clone()).unwrap();
         folded += compact.folded_blocks().len();
         let x = input([2, 3, size, size], &mut rng, &device);
         let err = relative_error(compact.forward(x.clone()), model.forward(x));
@@ -164,7 +164,7 @@ fn all_dead_vgg_still_runs_and_matches() {
         dead,
         &mut rng,
     );
-    let compact = compact(model.clone()).unwrap();
+    let compact = compact_unchecked(model.clone()).unwrap();
     assert_eq!(compact.convs[1].stripe_layout().live_stripes(), 0);
     // Every channel is dead: each conv keeps one exactly-zero channel, the classifier its rows.
     assert_eq!(compact.convs[1].weight_dims()[..2], [1, 1]);
@@ -182,7 +182,7 @@ fn compacting_a_reloaded_masked_model_gives_the_same_model() {
     let config = ResNetConfig::cifar(20);
     let masked = randomize_resnet(config.init(&device).unwrap(), MASKINGS[1], &mut rng);
     let x = input([2, 3, 32, 32], &mut rng, &device);
-    let expected = compact(masked.clone())
+    let expected = compact_unchecked(masked.clone())
         .unwrap()
         .forward(x.clone())
         .into_data();
@@ -191,7 +191,10 @@ fn compacting_a_reloaded_masked_model_gives_the_same_model() {
     let path = dir.join("resnet20.bpk");
     masked.save_file(&path).unwrap();
     let reloaded = config.init(&device).unwrap().try_load_file(&path).unwrap();
-    assert_eq!(compact(reloaded).unwrap().forward(x).into_data(), expected);
+    assert_eq!(
+        compact_unchecked(reloaded).unwrap().forward(x).into_data(),
+        expected
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -202,7 +205,7 @@ fn non_finite_skeleton_is_an_error() {
         .init(&device)
         .unwrap();
     model.convs[0].skeleton = Param::from_tensor(Tensor::full([4, 3, 3], f32::NAN, &device));
-    let err = compact(model).unwrap_err();
+    let err = compact_unchecked(model).unwrap_err();
     assert!(err.to_string().contains("features.0"), "{err}");
 }
 
