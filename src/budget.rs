@@ -459,7 +459,13 @@ impl<'p> CostProbe<'p> {
                 let planned = PlannedLayers::new(declaration, &plan);
                 model.cost_of(self.input_size, Shapes::Planned(&planned))
             }
-            None => CostReport::of_plan(declaration, &plan)?,
+            None => {
+                let mut report = CostReport::of_plan(declaration, &plan)?;
+                for layer in &self.snapshot.undeclared {
+                    report.undeclared(layer);
+                }
+                report
+            }
         })
     }
 

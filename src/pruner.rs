@@ -469,6 +469,24 @@ impl Pruner {
             return Ok(());
         };
         let controller = Controller::new(target, schedule);
+        // A FLOPs or MACs target is a fraction of the whole network: an undeclared conv or
+        // linear layer (whose input size is unknown) would leave its cost out of both sides.
+        let quantity = match target.quantity {
+            Quantity::Flops => Some("FLOPs"),
+            Quantity::Macs => Some("MACs"),
+            _ => None,
+        };
+        let uncounted = snapshot.undeclared.iter().find(|l| l.weighted);
+        if let (Some(quantity), Some(layer), None) = (quantity, uncounted, costed) {
+            return Err(PruneError::Budget(format!(
+                "a {quantity} target counts the whole network, and `{}` ({}) is not declared, \
+                 so its {quantity} are unknown: declare it (a SkeletonConv2d with \
+                 `layers.conv(…)`, `.not_pruned()` to keep the pruner off it; a Burn Conv2d \
+                 becomes a SkeletonConv2d with the same config; a Linear with \
+                 `layers.linear(…)`)",
+                layer.name, layer.module
+            )));
+        }
         let probe = CostProbe::new(snapshot, costed, target.quantity, target.input_size)?;
         let decision = controller.decide(
             self.step,

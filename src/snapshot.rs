@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, Transaction};
 use texprune_cdp::LayerParams;
 use texprune_dtc::LayerMasks;
-use texprune_layer::{Prunable, PrunableLayer, PrunableLayers};
+use texprune_layer::{Prunable, PrunableLayer, PrunableLayers, UndeclaredLayer, undeclared};
 
 use crate::PruneError;
 
@@ -19,10 +19,13 @@ pub(crate) struct Snapshot {
     pub layers: Vec<PrunableLayer>,
     /// For each declared conv, its index among `layers` (None: exempt).
     pub index: Vec<Option<usize>>,
+    /// The model's modules with parameters that the declaration leaves out.
+    pub undeclared: Vec<UndeclaredLayer>,
 }
 
 impl Snapshot {
-    /// Collects `model`'s declaration once and selects the layers to prune: all but `exempt`.
+    /// Collects `model`'s declaration once and selects the layers to prune: all but `exempt`
+    /// and those declared [`not_pruned`](texprune_layer::PrunableLayer::not_pruned).
     /// Every name in `exempt` and `scaled` (the layer scales') must be one of `model`'s.
     ///
     /// # Errors
@@ -45,7 +48,7 @@ impl Snapshot {
         let index = declaration
             .iter()
             .map(|l| {
-                (!exempt.contains(&l.name)).then(|| {
+                (l.pruned && !exempt.contains(&l.name)).then(|| {
                     layers.push(l.clone());
                     layers.len() - 1
                 })
@@ -55,6 +58,7 @@ impl Snapshot {
             return Err(PruneError::NoLayers);
         }
         Ok(Self {
+            undeclared: undeclared(model, &declaration),
             declaration,
             layers,
             index,

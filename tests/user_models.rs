@@ -436,6 +436,8 @@ impl Prunable for CountedNet {
     fn prunable_layers(&self, layers: &mut PrunableLayers) {
         DECLARATIONS.fetch_add(1, Ordering::SeqCst);
         self.net.prunable_layers(layers);
+        // A FLOPs target counts the whole network: the head is declared too.
+        layers.linear("fc", &self.net.fc);
     }
 }
 

@@ -13,7 +13,7 @@ use texprune::burn::optim::SgdConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::{Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
-use texprune::{Prunable, Pruner, PrunerConfig, Schedule, Target};
+use texprune::{Prunable, PruneError, Pruner, PrunerConfig, Schedule, Target};
 
 pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)
@@ -42,10 +42,20 @@ pub fn compare(a: Tensor<2>, b: Tensor<2>) -> (f32, bool) {
 /// shipped 10,000-image Fashion-MNIST split; `model` lives on an autodiff device. Returns the
 /// trained, masked model, the pruner and the controller's last removal.
 pub fn prune_to_half_the_flops<M: Prunable>(
-    mut model: M,
+    model: M,
     forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
     device: &Device,
 ) -> (M, Pruner, f64) {
+    prune_to(model, forward, Target::flops(0.5, [28, 28]), device).unwrap()
+}
+
+/// [`prune_to_half_the_flops`] with any target; the first error of `Pruner::fit`, if any.
+pub fn prune_to<M: Prunable>(
+    mut model: M,
+    forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
+    target: Target,
+    device: &Device,
+) -> Result<(M, Pruner, f64), PruneError> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
     let set = mnist(&dir, Split::Test).unwrap();
     let batcher = ImageBatcher::new(Normalization::fashion_mnist(), None, 0);
@@ -55,17 +65,16 @@ pub fn prune_to_half_the_flops<M: Prunable>(
         ))
         .init();
     let schedule = Schedule::new(10, 60).with_control_every(10);
-    let target = Target::flops(0.5, [28, 28]);
-    let mut pruner = Pruner::new(PrunerConfig::targeted(target, schedule)).unwrap();
+    let mut pruner = Pruner::new(PrunerConfig::targeted(target, schedule))?;
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut removed = None;
     for step in 0..90usize {
         let items: Vec<_> = (0..32).map(|i| set.get(step * 32 + i).unwrap()).collect();
         let b = batcher.images(&items, &mut SplitMix64(step as u64), device);
         let loss = loss_fn.forward(forward(&model, b.images), b.labels);
-        let fit = pruner.fit(&model, loss).unwrap();
+        let fit = pruner.fit(&model, loss)?;
         removed = fit.summary.removed;
         model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
     }
-    (model, pruner, removed.expect("the controller ran"))
+    Ok((model, pruner, removed.expect("the controller ran")))
 }

@@ -4,6 +4,7 @@
 
 use crate::compact::{CompactionPlan, ConvPlan};
 use crate::cost::{ConvShape, CostReport, PlannedLayers};
+use crate::inventory::undeclared;
 use crate::{ModelError, Prunable, PrunableLayer, PrunableLayers};
 
 impl ConvShape {
@@ -80,11 +81,18 @@ impl CostReport {
 
     /// The cost of `model` as compaction would leave it (for a compacted model: as it is),
     /// from its declaration; each conv counts at the input size of its last forward pass.
+    /// Every module with parameters that the declaration leaves out is listed after the
+    /// declared layers ([`LayerKind::Undeclared`](crate::LayerKind::Undeclared)): its
+    /// parameters count, its FLOPs are unknown.
     ///
     /// # Errors
     /// What [`CompactionPlan::of`] and [`CostReport::of_plan`] return.
     pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ModelError> {
         let layers = model.collect_prunable();
-        Self::of_plan(&layers, &CompactionPlan::of(&layers)?)
+        let mut report = Self::of_plan(&layers, &CompactionPlan::of(&layers)?)?;
+        for layer in undeclared(model, &layers) {
+            report.undeclared(&layer);
+        }
+        Ok(report)
     }
 }

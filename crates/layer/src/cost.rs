@@ -138,6 +138,10 @@ pub enum LayerKind {
     Linear,
     /// A residual branch folded into a per-channel constant.
     Constant,
+    /// A module with parameters that the declaration leaves out
+    /// ([`UndeclaredLayer`](crate::UndeclaredLayer)): its parameters count, its FLOPs and MACs
+    /// are unknown (counted as 0).
+    Undeclared,
 }
 
 /// The cost of one layer.
@@ -235,6 +239,17 @@ impl CostReport {
             [params, all as u64, 2 * macs, macs],
         );
         out
+    }
+
+    /// A module the declaration leaves out: its parameters, no FLOPs (its input size is not
+    /// known).
+    pub fn undeclared(&mut self, layer: &crate::UndeclaredLayer) {
+        self.push(
+            &layer.name,
+            LayerKind::Undeclared,
+            format!("{}, not declared: FLOPs not counted", layer.module),
+            [layer.params, 0, 0, 0],
+        );
     }
 
     /// BatchNorm over `channels` maps of size `hw`.

@@ -74,6 +74,9 @@ pub struct PrunableLayer {
     /// Whether DTC thresholds this layer (false: penalised only, like the reference's
     /// projection shortcuts).
     pub thresholded: bool,
+    /// Whether the pruner touches this layer at all (false: counted in cost, read by
+    /// compaction's wiring, never penalised nor thresholded — [`PrunableLayer::not_pruned`]).
+    pub pruned: bool,
     /// The BatchNorm whose channels follow this conv's filters.
     pub norm: Option<CoupledNorm>,
     /// The activation after the norm.
@@ -105,6 +108,14 @@ impl PrunableLayer {
     /// Keeps DTC off this layer: it is penalised but never thresholded.
     pub fn not_thresholded(&mut self) -> &mut Self {
         self.thresholded = false;
+        self
+    }
+
+    /// Keeps the pruner off this layer (no penalty, no threshold: a stem, a layer too sensitive
+    /// to prune), while cost counts it and compaction still removes the input channels that a
+    /// declared producer loses. The same as naming it in `PrunerConfig::exempt`.
+    pub fn not_pruned(&mut self) -> &mut Self {
+        self.pruned = false;
         self
     }
 
@@ -179,6 +190,7 @@ impl PrunableLayers {
             spec: conv.spec(),
             input_size: conv.last_input_size(),
             thresholded: true,
+            pruned: true,
             norm: None,
             activation: Activation::Identity,
             consumers: Vec::new(),
