@@ -12,9 +12,12 @@ the first four CIFAR-10 images of `tests/data/foolbox/`:
   the keys of `torchvision.models.resnet18()`) at an eighth of the width (stem 8, stages
   8/16/32/64), 10 classes, no skeleton.
 - `state_dict_shapes.json`: the key and shape of every tensor (`num_batches_tracked` aside) of
-  torchvision's `resnet18()`, `resnet34()` and `resnet50()` (1000 classes, no weights downloaded)
+  torchvision's `resnet18()`, `resnet34()`, `resnet50()` and `mobilenet_v2()` (1000 classes, no
+  weights downloaded)
   and of the reference's `ResNet56()` and `VGG()` (VGG-16), for checking the zoo's names at full
   size without multi-megabyte files.
+- `mobilenet_v2_torchvision.pth`: torchvision's `mobilenet_v2(width_mult=0.25, num_classes=10)`
+  (its keys: `features.N.conv.K.…`, `classifier.1`), ImageNet strides on the 32x32 images.
 - `vgg_small_reference.pth` and `.safetensors`: the reference's `VGG` (`models/vgg.py`) with
   `cfg = [4, 'M', 6, 'M']` on 32x32 (`features.N`, `classifier`): small enough (20 kB) to seed
   the mutated-file corpus of `tests/malformed_inputs.rs`.
@@ -176,10 +179,14 @@ def main():
     resnet20 = randomise(ReferenceResNet(3), generator)
     resnet18 = randomise(NarrowResNet18(8), generator)
     vgg = randomise(ReferenceVgg([4, "M", 6, "M"]), generator)
+    mobilenet = randomise(
+        torchvision_models.mobilenet_v2(width_mult=0.25, num_classes=10), generator
+    )
     with torch.no_grad():
         logits["resnet20_reference"] = resnet20(x).tolist()
         logits["resnet18_torchvision"] = resnet18(x).tolist()
         logits["vgg_small_reference"] = vgg(x).tolist()
+        logits["mobilenet_v2_torchvision"] = mobilenet(x).tolist()
     torch.save(resnet20.state_dict(), OUT / "resnet20_reference.pth")
     save_file(
         {k: v.contiguous() for k, v in resnet20.state_dict().items()},
@@ -187,6 +194,7 @@ def main():
     )
     torch.save(resnet18.state_dict(), OUT / "resnet18_torchvision.pth")
     torch.save(vgg.state_dict(), OUT / "vgg_small_reference.pth")
+    torch.save(mobilenet.state_dict(), OUT / "mobilenet_v2_torchvision.pth")
     save_file(vgg.state_dict(), OUT / "vgg_small_reference.safetensors")
     shapes = {
         name: {k: list(v.shape) for k, v in model.state_dict().items()
@@ -195,6 +203,7 @@ def main():
             ("torchvision_resnet18", torchvision_models.resnet18()),
             ("torchvision_resnet34", torchvision_models.resnet34()),
             ("torchvision_resnet50", torchvision_models.resnet50()),
+            ("torchvision_mobilenet_v2", torchvision_models.mobilenet_v2()),
             ("reference_resnet56", ReferenceResNet(9)),
             ("reference_vgg16", ReferenceVgg(VGG16, size=32)),
         ]

@@ -1,7 +1,7 @@
 //! PyTorch weights in and out, on files written by PyTorch itself (`tests/data/torch/`, written
 //! by `scripts/torch_fixtures.py`): the reference code's CIFAR ResNet-20 (`.pth` and
 //! `.safetensors`, with its `FilterSkeleton`s), a narrow torchvision ResNet-18 (no skeletons) and
-//! the reference's VGG layout, each reproducing the logits PyTorch computed on four of the
+//! the reference's VGG layout and a narrow torchvision MobileNetV2, each reproducing the logits PyTorch computed on four of the
 //! repository's CIFAR-10 images; the named errors for files that do not fit; a model written
 //! here, outside the zoo; and the compact export.
 
@@ -13,11 +13,12 @@ use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Paddi
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::{Normalization, load_image};
 use texprune::pytorch::{self, Loader, WeightsError};
+use texprune::zoo::mobilenet::{MobileNetV2, MobileNetV2Config};
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::{VggConfig, VggLayer};
 use texprune::{
-    CdpConfig, DtcConfig, Prunable, PrunableLayers, Pruner, PrunerConfig, SkeletonConv2d,
-    SkeletonConv2dConfig, TorchLayout,
+    CdpConfig, CostReport, DtcConfig, LayerKind, Prunable, PrunableLayers, Pruner, PrunerConfig,
+    SkeletonConv2d, SkeletonConv2dConfig, TorchLayout,
 };
 
 fn fixtures() -> PathBuf {
@@ -145,6 +146,90 @@ fn the_zoo_names_every_tensor_as_torchvision_and_the_reference_do() {
         "reference_vgg16",
         pytorch::state_dict_shapes(&vgg16).unwrap(),
     );
+    let mobilenet = MobileNetV2Config::imagenet().init(&device).unwrap();
+    check(
+        "torchvision_mobilenet_v2",
+        pytorch::state_dict_shapes(&mobilenet).unwrap(),
+    );
+}
+
+fn narrow_mobilenet_v2(device: &Device) -> MobileNetV2 {
+    let config = MobileNetV2Config::imagenet()
+        .with_width_mult(0.25)
+        .with_num_classes(10);
+    let (model, loaded) = pytorch::load(
+        config.init(device).unwrap(),
+        fixtures().join("mobilenet_v2_torchvision.pth"),
+    )
+    .unwrap();
+    // The stem, 16 expand, 17 depthwise and 17 project convs and the last conv.
+    assert_eq!(loaded.skeletons_at_ones.len(), 52);
+    assert!(
+        loaded
+            .skeletons_at_ones
+            .contains(&"features.2.conv.1.0".to_string())
+    );
+    model
+}
+
+#[test]
+fn a_torchvision_mobilenet_v2_reproduces_pytorchs_logits() {
+    let device = Device::default();
+    let model = narrow_mobilenet_v2(&device);
+    let deviation = relative_deviation(
+        model.forward(images(&device)),
+        &torch_logits("mobilenet_v2_torchvision"),
+    );
+    eprintln!(
+        "mobilenet_v2_torchvision.pth: relative deviation from PyTorch's logits {deviation:.1e}"
+    );
+    assert!(deviation <= 1e-4, "relative deviation {deviation:e}");
+}
+
+/// The torchvision MobileNetV2 with half the stripes of every layer masked (depthwise convs
+/// included) compacts, checked against the masked model, with fewer MACs.
+#[test]
+fn a_torchvision_mobilenet_v2_pruned_compacts_exactly() {
+    let device = Device::default();
+    let model = narrow_mobilenet_v2(&device);
+    let masks: Vec<_> = model
+        .collect_prunable()
+        .iter()
+        .map(|l| {
+            let [o, kh, kw] = l.skeleton.dims();
+            // Every other stripe: 3×3 filters keep 5 or 4 of their 9, alternately.
+            let keep: Vec<bool> = (0..o * kh * kw).map(|i| i % 2 == 0).collect();
+            let mask: Tensor<3, Bool> =
+                Tensor::from_data(TensorData::new(keep, [o, kh, kw]), &device);
+            (l.name.clone(), mask)
+        })
+        .collect();
+    let masked = texprune::apply_stripe_masks(model.clone(), masks).unwrap();
+    let pruner = Pruner::new(PrunerConfig::new(CdpConfig::new(), DtcConfig::new())).unwrap();
+    let x = images(&device);
+    let _ = model.forward(x.clone());
+    let compact = pruner
+        .compact(&masked, x.clone(), MobileNetV2::forward)
+        .unwrap();
+    let expected: Vec<f32> = masked
+        .forward(x.clone())
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let deviation = relative_deviation(compact.forward(x), &expected);
+    assert!(deviation <= 1e-5, "relative deviation {deviation:e}");
+    let depthwise = &compact.blocks[3].depthwise.conv;
+    assert!(depthwise.is_stripe_wise());
+    assert_eq!(
+        depthwise.stripe_layout().live_stripes(),
+        depthwise.weight_dims()[0] * 9 / 2
+    );
+    let (dense, small) = (
+        CostReport::of_model(&model).unwrap(),
+        CostReport::of_model(&compact).unwrap(),
+    );
+    assert!(small.macs() < dense.macs() * 6 / 10, "{small}");
+    assert_eq!(small.of_kind(LayerKind::Undeclared).count(), 0, "{small}");
 }
 
 #[test]

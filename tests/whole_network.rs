@@ -158,9 +158,15 @@ fn a_flops_target_with_an_undeclared_conv_is_an_error_naming_it() {
     let device = Device::default().autodiff();
     device.seed(5);
     let model = Net::new(true, &device);
-    let err = common::prune_to(model, Net::forward, Target::flops(0.5, [28, 28]), &device)
-        .map(|_| ())
-        .unwrap_err();
+    let err = common::prune_to(
+        model,
+        Net::forward,
+        Target::flops(0.5, [28, 28]),
+        0.05,
+        &device,
+    )
+    .map(|_| ())
+    .unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, PruneError::Budget(_)), "{message}");
     assert!(message.contains("`burn_stem` (Conv2d)"), "{message}");
@@ -173,7 +179,7 @@ fn a_params_target_counts_the_undeclared_layers() {
     let model = Net::new(true, &device);
     let target = Target::new(Quantity::Params, 0.5).with_input_size([28, 28]);
     let (model, pruner, controller) =
-        common::prune_to(model, Net::forward, target, &device).unwrap();
+        common::prune_to(model, Net::forward, target, 0.05, &device).unwrap();
     let x = images(8, &mut SplitMix64(1), &Device::default());
     let compacted = pruner.compact(&model, x, Net::forward).unwrap();
     let small = CostReport::of_model(&compacted).unwrap().params() as f64;

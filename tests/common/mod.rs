@@ -46,14 +46,16 @@ pub fn prune_to_half_the_flops<M: Prunable>(
     forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
     device: &Device,
 ) -> (M, Pruner, f64) {
-    prune_to(model, forward, Target::flops(0.5, [28, 28]), device).unwrap()
+    prune_to(model, forward, Target::flops(0.5, [28, 28]), 0.05, device).unwrap()
 }
 
-/// [`prune_to_half_the_flops`] with any target; the first error of `Pruner::fit`, if any.
+/// [`prune_to_half_the_flops`] with any target and learning rate; the first error of
+/// `Pruner::fit`, if any.
 pub fn prune_to<M: Prunable>(
     mut model: M,
     forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
     target: Target,
+    rate: f64,
     device: &Device,
 ) -> Result<(M, Pruner, f64), PruneError> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
@@ -74,7 +76,7 @@ pub fn prune_to<M: Prunable>(
         let loss = loss_fn.forward(forward(&model, b.images), b.labels);
         let fit = pruner.fit(&model, loss)?;
         removed = fit.summary.removed;
-        model = pruner.apply_masks(optim.step(0.05, model, fit.grads));
+        model = pruner.apply_masks(optim.step(rate, model, fit.grads));
     }
     Ok((model, pruner, removed.expect("the controller ran")))
 }

@@ -2,6 +2,7 @@
 
 use burn::tensor::Tensor;
 
+use crate::mobilenet::MobileNetV2;
 use crate::resnet::ResNet;
 use crate::vgg::{Vgg, VggLayer};
 use texprune_layer::ModelError;
@@ -83,6 +84,17 @@ impl Classifier for ResNet {
     /// Global average pooling takes any height and width.
     fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
         check_images(shape, self.conv1.weight.dims()[1])
+    }
+}
+
+impl Classifier for MobileNetV2 {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+
+    /// Any size fits (global pooling before the classifier).
+    fn check_input(&self, shape: [usize; 4]) -> Result<(), ModelError> {
+        check_images(shape, self.stem.conv.in_channels())
     }
 }
 

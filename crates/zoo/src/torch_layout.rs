@@ -5,6 +5,7 @@
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
+use crate::mobilenet::MobileNetV2;
 use crate::resnet::{ResNet, ResNetStyle};
 use crate::vgg::{Vgg, VggLayer};
 
@@ -96,6 +97,14 @@ impl TorchLayout for ResNet {
     }
 }
 
+impl TorchLayout for MobileNetV2 {
+    /// torchvision's `mobilenet_v2` names: `features.0.{0,1}`, `features.N.conv.K[.0|.1]`,
+    /// `features.18.{0,1}`, `classifier.1`.
+    fn torch_names(&self) -> Vec<(String, String)> {
+        self.torch_paths()
+    }
+}
+
 impl TorchLayout for Vgg {
     /// The reference's `Sequential` indices: conv `features.N`, its BatchNorm `features.N+1`.
     fn torch_names(&self) -> Vec<(String, String)> {
@@ -121,6 +130,7 @@ impl TorchLayout for Vgg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mobilenet::MobileNetV2Config;
     use crate::resnet::ResNetConfig;
     use crate::vgg::VggConfig;
     use burn::tensor::Device;
@@ -148,6 +158,20 @@ mod tests {
         assert!(names.contains(&(
             "blocks.0.shortcut.norm".into(),
             "layer1.0.downsample.1".into()
+        )));
+        let mobilenet = MobileNetV2Config::cifar()
+            .with_width_mult(0.25)
+            .init(&device)
+            .unwrap();
+        let names = mobilenet.torch_names();
+        for layer in mobilenet.collect_prunable().iter() {
+            for name in std::iter::once(&layer.name).chain(layer.norm.as_ref().map(|n| &n.name)) {
+                assert!(names.iter().any(|(_, t)| t == name), "{name}");
+            }
+        }
+        assert!(names.contains(&(
+            "blocks.1.depthwise.conv".into(),
+            "features.2.conv.1.0".into()
         )));
         let vgg = VggConfig::vgg11().init(&device).unwrap();
         let names = vgg.torch_names();
