@@ -54,7 +54,9 @@ struct Args {
     /// Where to write the numbers.
     #[arg(long, default_value = "perf.json")]
     out: PathBuf,
-    /// Which measurements: all, train (the step overhead) or inference.
+    /// Which measurements: all, train (the step overhead) or inference; `device` only opens the
+    /// backend's device (one line: ok, or why not); `suite` runs the backend-generic suite
+    /// (`texprune_tools::backend_suite`, reference vectors from `TEXPRUNE_REFERENCE`).
     #[arg(long, value_enum, default_value = "all")]
     part: Part,
     /// Timed training steps of each kind (default 3 with `--quick`, 10 without).
@@ -67,6 +69,8 @@ enum Part {
     All,
     Train,
     Inference,
+    Device,
+    Suite,
 }
 
 /// One inference row.
@@ -249,6 +253,22 @@ where
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = args.backend.device()?;
+    match args.part {
+        Part::Device => {
+            println!("backend {}: {device:?} ok", args.backend);
+            return Ok(());
+        }
+        Part::Suite => {
+            // WGSL has no float64: the conformance check runs everywhere else.
+            let float64 = args.backend != Backend::Wgpu;
+            let failed = texprune_tools::backend_suite::run(&device, float64);
+            return match failed.is_empty() {
+                true => Ok(()),
+                false => Err(format!("backend suite: {} failed", failed.join(", ")).into()),
+            };
+        }
+        _ => {}
+    }
     device.seed(56);
     let (steps, runs) = if args.quick {
         (3, [10, 3])

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # GPU check in two halves, because a GPU machine may have no Rust toolchain and no network.
 #
-#   scripts/gpu-check.sh build [DIR]   on a machine with the toolchain (and crates.io): builds
-#                                      stripped binaries for each GPU backend into DIR
-#                                      (default target/gpu-check): the backend-generic test suite
-#                                      and the perf example, plus the reference vectors and this
-#                                      script, packed into DIR.tar.xz (~10 MB per binary).
-#   scripts/gpu-check.sh run [DIR]     on the GPU machine: runs, per backend found in DIR, the
-#                                      suite, a 200-step ResNet-56 training run (batch 64,
-#                                      CIFAR-shaped, plain and with the pruner, timed) and the
-#                                      perf table; writes DIR/gpu-report.md.
+#   scripts/gpu-check.sh build [DIR]   on a machine with the toolchain (and the registries):
+#                                      builds, for each GPU backend, one stripped binary — the
+#                                      perf example, which also runs the backend-generic suite
+#                                      (`--part suite`) — into DIR (default target/gpu-check),
+#                                      with the reference vectors, CUDA's libdevice and this
+#                                      script, packed into DIR.tar.xz (under 64 MiB).
+#   scripts/gpu-check.sh run [DIR]     on the GPU machine (no network): per backend found in DIR,
+#                                      opens the device (one line and the next backend where the
+#                                      driver or the device is missing), runs the suite, a
+#                                      200-step ResNet-56 training run (batch 64, CIFAR-shaped,
+#                                      plain and with the pruner, timed) and the perf table;
+#                                      writes DIR/gpu-report.md. Within 8 minutes on one GPU.
 #
-# CUDA loads the driver at run time, so its binaries build without CUDA installed; but Burn's
-# CUDA backend links cubecl-llvm (its default kernel compiler lowers to PTX through LLVM), whose
-# build dependency tracel-llvm-bundler downloads an LLVM 23 bundle from GitHub. Offline, the
-# CUDA build fails and the build half reports CUDA as not built and goes on with wgpu;
-# Debian 12's newest LLVM (19) does not link either: docs/backends.md, "CUDA offline". The run
-# half must finish within 8 minutes on one GPU.
+# CUDA loads the driver at run time, so its binary builds without CUDA installed; Burn's CUDA
+# backend links cubecl-llvm (kernels lowered to PTX through LLVM 23), which
+# scripts/install-cuda-toolchain.sh installs from PyPI into target/cuda-toolchain, with the
+# libdevice the kernels' math functions link at run time (docs/backends.md, "CUDA offline").
 set -uo pipefail
 mode="${1:-}"
 dir="${2:-target/gpu-check}"
@@ -25,29 +26,37 @@ backends="${GPU_CHECK_BACKENDS:-wgpu cuda}"
 build() {
     cd "$(dirname "$0")/.."
     mkdir -p "$dir"
-    rm -rf "$dir/reference"
+    rm -rf "$dir/reference" "$dir/cuda-path"
     cp -r tests/data/reference "$dir/reference"
     for backend in $backends; do
         echo "== building $backend"
         local out="$dir/$backend"
         mkdir -p "$out"
-        local json
-        if ! json=$(CARGO_PROFILE_RELEASE_STRIP=symbols cargo test --release --features "$backend" \
-                --test backends --no-run --message-format=json 2>"$out/build.log"); then
+        if [ "$backend" = cuda ]; then
+            # LLVM 23 and libdevice from PyPI (scripts/install-cuda-toolchain.sh): the build
+            # links offline, and the kernels' math library travels with the binaries.
+            local env
+            if ! env=$(scripts/install-cuda-toolchain.sh 2>"$out/build.log"); then
+                echo "   cuda: toolchain not installed (see $out/build.log)"
+                continue
+            fi
+            eval "$env"
+            mkdir -p "$dir/cuda-path/nvvm/libdevice"
+            cp "$CUDA_PATH/nvvm/libdevice/libdevice.10.bc" "$dir/cuda-path/nvvm/libdevice/"
+        fi
+        if CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --features "$backend" \
+                --example perf 2>>"$out/build.log"; then
+            cp target/release/examples/perf "$out/perf"
+        else
             echo "   $backend: build failed (see $out/build.log)"
-            rm -f "$out/backends" "$out/perf"
+            rm -f "$out/perf"
             continue
         fi
-        local suite
-        suite=$(echo "$json" | grep '"executable":"[^"]*backends-[^"]*"' -o | tail -1 | cut -d'"' -f4)
-        cp "$suite" "$out/backends"
-        CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --features "$backend" \
-            --example perf 2>>"$out/build.log" && cp target/release/examples/perf "$out/perf"
         ls -la "$out"
     done
     cp scripts/gpu-check.sh "$dir/"
     # One archive to carry to the GPU machine (the binaries compress ~6×).
-    tar -C "$(dirname "$dir")" -cJf "$dir.tar.xz" "$(basename "$dir")"
+    tar -C "$(dirname "$dir")" --exclude='*.log' -cf - "$(basename "$dir")" | xz -9 -T0 >"$dir.tar.xz"
     ls -la "$dir.tar.xz"
     echo "on the GPU machine: tar -xJf $(basename "$dir").tar.xz && $(basename "$dir")/gpu-check.sh run $(basename "$dir")"
 }
@@ -64,16 +73,26 @@ run() {
     } >"$report"
     for backend in $backends; do
         local out="$dir/$backend"
-        if [ ! -x "$out/backends" ]; then
-            echo "- $backend: not built" >>"$report"
+        if [ ! -x "$out/perf" ]; then
+            echo "- $backend: not built" | tee -a "$report"
+            continue
+        fi
+        if [ "$backend" = cuda ] && [ -z "${CUDA_PATH:-}" ] && [ -d "$dir/cuda-path" ]; then
+            export CUDA_PATH="$dir/cuda-path"
+        fi
+        # One line where the driver or the device is missing, then the next backend.
+        local opened
+        if ! opened=$(timeout 60 "$out/perf" --backend "$backend" --part device 2>&1); then
+            echo "- $backend: no usable device: $(echo "$opened" | tail -1)" | tee -a "$report"
             continue
         fi
         echo "== $backend: suite"
         local status=pass
-        TEXPRUNE_REFERENCE="$dir/reference" timeout 240 "$out/backends" --test-threads 1 >"$out/suite.log" 2>"$out/suite.err" || status=FAIL
+        TEXPRUNE_REFERENCE="$dir/reference" timeout 240 "$out/perf" --backend "$backend" \
+            --part suite >"$out/suite.log" 2>"$out/suite.err" || status=FAIL
         echo "- $backend suite: $status ($(grep -E '^test result' "$out/suite.log" | tail -1))" >>"$report"
         grep -E '^test .* (ok|FAILED)$' "$out/suite.log" | sed 's/^/  - /' >>"$report"
-        if [ -x "$out/perf" ]; then
+        {
             echo "== $backend: 200 training steps and the perf table"
             status=pass
             timeout 150 "$out/perf" --backend "$backend" --part train --steps 200 \
@@ -86,7 +105,7 @@ run() {
             echo >>"$report"
             sed -n '/^| model/,/^$/p' "$out/perf.log" >>"$report"
             grep -E '^targets' "$out/perf.log" >>"$report"
-        fi
+        }
     done
     cat "$report"
 }

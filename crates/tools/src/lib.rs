@@ -2,10 +2,12 @@
 //! how the command-line programs parse flags, pick a backend and end ([`cli`]), random masks,
 //! synthetic batches and timed medians for the benchmarks ([`perf`]), and the check of the
 //! library against the reference vectors computed by the authors' PyTorch code ([`conformance`]),
-//! and what the training examples share ([`scaffold`]).
+//! the backend-generic suite ([`backend_suite`]) and what the training examples share
+//! ([`scaffold`]).
 
 #![warn(missing_docs, clippy::missing_errors_doc)]
 
+pub mod backend_suite;
 pub mod cli;
 pub mod conformance;
 pub mod perf;
