@@ -61,6 +61,15 @@ build() {
     echo "on the GPU machine: tar -xJf $(basename "$dir").tar.xz && $(basename "$dir")/gpu-check.sh run $(basename "$dir")"
 }
 
+# "pass", or why not in a few words: `outcome RC SECONDS LOG`.
+outcome() {
+    case "$1" in
+        0) echo pass ;;
+        124) echo "FAIL (timed out after $2 s; last line: $(tail -1 "$3" | cut -c1-120))" ;;
+        *) echo "FAIL ($(tail -1 "$3" | cut -c1-160))" ;;
+    esac
+}
+
 run() {
     local report="$dir/gpu-report.md"
     local card
@@ -94,14 +103,13 @@ run() {
         grep -E '^test .* (ok|FAILED)$' "$out/suite.log" | sed 's/^/  - /' >>"$report"
         {
             echo "== $backend: 200 training steps and the perf table"
-            status=pass
             timeout 150 "$out/perf" --backend "$backend" --part train --steps 200 \
-                --out "$out/train.json" >"$out/train.log" 2>&1 || status=FAIL
+                --out "$out/train.json" >"$out/train.log" 2>&1
+            status=$(outcome $? 150 "$out/train.log")
             echo "- $backend 200-step ResNet-56 run: $status; $(grep -E 'training step' "$out/train.log")" >>"$report"
-            status=pass
             timeout 120 "$out/perf" --backend "$backend" --quick --part inference \
-                --out "$out/perf.json" >"$out/perf.log" 2>&1 || status=FAIL
-            echo "- $backend perf table: $status" >>"$report"
+                --out "$out/perf.json" >"$out/perf.log" 2>&1
+            echo "- $backend perf table: $(outcome $? 120 "$out/perf.log")" >>"$report"
             echo >>"$report"
             sed -n '/^| model/,/^$/p' "$out/perf.log" >>"$report"
             grep -E '^targets' "$out/perf.log" >>"$report"
