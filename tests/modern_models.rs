@@ -134,39 +134,8 @@ impl Prunable for MobileNet {
 /// Random weights, half the stripes dead and a third of the filters; dead filters' norms
 /// zeroed as DTC leaves them, but one in five left a constant channel.
 fn randomize(conv: &mut SkeletonConv2d, norm: &mut BatchNorm, rng: &mut SplitMix64) {
-    let device = conv.weight.val().device();
-    let [cout, cin, kh, kw] = conv.weight_dims();
-    let bound = (3.0 / (cin * kh * kw) as f32).sqrt();
-    let weight = (0..cout * cin * kh * kw)
-        .map(|_| rng.range(-bound, bound))
-        .collect();
-    let mut skeleton = Vec::new();
-    let mut dead = vec![false; cout];
-    for d in dead.iter_mut() {
-        let filter_dead = rng.chance(0.3);
-        let row: Vec<f32> = (0..kh * kw)
-            .map(|_| match filter_dead || rng.chance(0.5) {
-                true => 0.0,
-                false => rng.range(0.5, 1.5),
-            })
-            .collect();
-        *d = row.iter().all(|v| *v == 0.0);
-        skeleton.extend(row);
-    }
-    conv.weight = Param::from_tensor(tensor(weight, [cout, cin, kh, kw], &device));
-    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
-    let mut draw = |lo, hi| (0..cout).map(|_| rng.range(lo, hi)).collect::<Vec<f32>>();
-    let (mut gamma, mut beta) = (draw(0.5, 1.5), draw(-0.5, 0.5));
-    let (mean, var) = (draw(-0.5, 0.5), draw(0.5, 2.0));
-    for f in 0..cout {
-        if dead[f] && !rng.chance(0.2) {
-            (gamma[f], beta[f]) = (0.0, 0.0);
-        }
-    }
-    norm.gamma = Param::from_tensor(tensor(gamma, [cout], &device));
-    norm.beta = Param::from_tensor(tensor(beta, [cout], &device));
-    norm.running_mean = RunningState::new(tensor(mean, [cout], &device));
-    norm.running_var = RunningState::new(tensor(var, [cout], &device));
+    let dead = common::randomize_conv(conv, rng, false);
+    common::randomize_norm(norm, &dead, rng);
 }
 
 fn randomize_all(m: &mut MobileNet, rng: &mut SplitMix64) {

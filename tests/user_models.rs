@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use texprune::burn::module::{Module, Param, RunningState};
+use texprune::burn::module::{Module, Param};
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use texprune::burn::tensor::activation::relu;
@@ -24,7 +24,7 @@ mod net;
 
 mod common;
 
-use common::{compare, images, tensor};
+use common::{compare, images, randomize_conv, randomize_norm};
 
 use net::Net as ResidualNet;
 
@@ -117,52 +117,6 @@ impl Prunable for MinimalNet {
         layers.conv("c1", &self.c1);
         layers.conv("c2", &self.c2).norm("bn2", &self.bn2);
     }
-}
-
-/// Random weights and a skeleton with dead stripes and dead filters (`dead_layer`: every
-/// filter); returns which filters are dead.
-fn randomize_conv(conv: &mut SkeletonConv2d, rng: &mut SplitMix64, dead_layer: bool) -> Vec<bool> {
-    let device = conv.weight.val().device();
-    let [cout, cin, kh, kw] = conv.weight_dims();
-    let bound = (3.0 / (cin * kh * kw) as f32).sqrt();
-    let weight = (0..cout * cin * kh * kw)
-        .map(|_| rng.range(-bound, bound))
-        .collect();
-    let mut dead = vec![false; cout];
-    let mut skeleton = Vec::new();
-    for d in dead.iter_mut() {
-        let filter_dead = dead_layer || rng.chance(0.3);
-        let row: Vec<f32> = (0..kh * kw)
-            .map(|_| match filter_dead || rng.chance(0.5) {
-                true => 0.0,
-                false => rng.range(0.5, 1.5),
-            })
-            .collect();
-        *d = row.iter().all(|v| *v == 0.0);
-        skeleton.extend(row);
-    }
-    conv.weight = Param::from_tensor(tensor(weight, [cout, cin, kh, kw], &device));
-    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
-    dead
-}
-
-/// Random BatchNorm statistics; `zeroed` channels get `γ = β = 0` (as DTC leaves dead
-/// filters), except one in five, which stays a constant channel.
-fn randomize_norm(norm: &mut BatchNorm, zeroed: &[bool], rng: &mut SplitMix64) {
-    let device = norm.gamma.val().device();
-    let [c] = norm.gamma.dims();
-    let mut draw = |lo, hi| (0..c).map(|_| rng.range(lo, hi)).collect::<Vec<f32>>();
-    let (mut gamma, mut beta) = (draw(0.5, 1.5), draw(-0.5, 0.5));
-    let (mean, var) = (draw(-0.5, 0.5), draw(0.5, 2.0));
-    for f in 0..c {
-        if zeroed.get(f) == Some(&true) && !rng.chance(0.2) {
-            (gamma[f], beta[f]) = (0.0, 0.0);
-        }
-    }
-    norm.gamma = Param::from_tensor(tensor(gamma, [c], &device));
-    norm.beta = Param::from_tensor(tensor(beta, [c], &device));
-    norm.running_mean = RunningState::new(tensor(mean, [c], &device));
-    norm.running_var = RunningState::new(tensor(var, [c], &device));
 }
 
 fn randomize_residual(model: &mut ResidualNet, rng: &mut SplitMix64, dead_inner: bool) {
