@@ -37,7 +37,9 @@ use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 use texprune_dtc::LayerMasks;
 use texprune_layer::compact::{CompactionPlan, LayerState, Wiring};
-use texprune_layer::{CostReport, Costed, PlannedLayers, Shapes};
+use texprune_layer::{
+    CostReport, Costed, PlannedLayers, Prunable, Shapes, UndeclaredLayer, undeclared,
+};
 
 use crate::PruneError;
 use crate::snapshot::Snapshot;
@@ -386,6 +388,9 @@ impl<'a> Controller<'a> {
 pub(crate) struct CostProbe<'a> {
     quantity: Quantity,
     costed: Option<&'a dyn Costed>,
+    /// Without a cost walk of the model's own: the modules its declaration leaves out (their
+    /// parameters count; their FLOPs are unknown).
+    undeclared: Vec<UndeclaredLayer>,
     input_size: [usize; 2],
     snapshot: &'a Snapshot,
     /// None for stripes.
@@ -394,16 +399,22 @@ pub(crate) struct CostProbe<'a> {
 }
 
 impl<'p> CostProbe<'p> {
-    /// A probe of `quantity`: resolves the wiring and reads the states of `snapshot`'s
-    /// declaration, unless `quantity` is stripes (which needs neither). `input_size` is what a
-    /// model's own cost walk counts at.
-    pub(crate) fn new(
+    /// A probe of `quantity` on `model`, whose declaration `snapshot` holds: resolves the
+    /// wiring and reads the states of the declaration, and (without a cost walk of the model's
+    /// own) finds the modules it leaves out, unless `quantity` is stripes (which needs none of
+    /// it). `input_size` is what a model's own cost walk counts at.
+    pub(crate) fn new<M: Prunable>(
+        model: &'p M,
         snapshot: &'p Snapshot,
-        costed: Option<&'p dyn Costed>,
         quantity: Quantity,
         input_size: [usize; 2],
     ) -> Result<Self, PruneError> {
         let declaration = &snapshot.declaration;
+        let costed = model.costed();
+        let undeclared = match (quantity, costed) {
+            (Quantity::Stripes, _) | (_, Some(_)) => Vec::new(),
+            _ => undeclared(model, declaration),
+        };
         let (wiring, states) = match quantity {
             Quantity::Stripes => (None, Vec::new()),
             _ => (
@@ -417,11 +428,22 @@ impl<'p> CostProbe<'p> {
         Ok(Self {
             quantity,
             costed,
+            undeclared,
             input_size,
             snapshot,
             wiring,
             states,
         })
+    }
+
+    /// For a FLOPs or MACs probe, the first undeclared conv or linear layer: its cost is
+    /// unknown, so the probe cannot count a fraction of the whole network.
+    pub(crate) fn uncounted(&self) -> Option<&UndeclaredLayer> {
+        let counts_operations = matches!(self.quantity, Quantity::Flops | Quantity::Macs);
+        self.undeclared
+            .iter()
+            .find(|l| l.weighted)
+            .filter(|_| counts_operations)
     }
 
     /// The cost under `masks` (per pruner layer index; None: unmasked).
@@ -461,9 +483,7 @@ impl<'p> CostProbe<'p> {
             }
             None => {
                 let mut report = CostReport::of_plan(declaration, &plan)?;
-                for layer in &self.snapshot.undeclared {
-                    report.undeclared(layer);
-                }
+                report.undeclared(&self.undeclared);
                 report
             }
         })

@@ -10,7 +10,7 @@ use texprune_cdp::{Cdp, CdpConfig, CdpState};
 use texprune_dtc::{
     DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
 };
-use texprune_layer::{CostReport, Costed, ModelError, Prunable, PrunableLayer};
+use texprune_layer::{CostReport, ModelError, Prunable, PrunableLayer};
 
 use crate::PruneError;
 use crate::budget::{ControlState, Controller, CostProbe, Phase, Quantity, Schedule, Target};
@@ -328,7 +328,7 @@ impl Pruner {
     pub fn fit<M: Prunable>(&mut self, model: &M, loss: Tensor<1>) -> Result<Fit, PruneError> {
         let snapshot = self.snapshot(model)?;
         let (mut grads, mut summary, masses) = self.backward(&snapshot, model, loss)?;
-        self.advance_with(&snapshot, model.costed(), masses)?;
+        self.advance_with(&snapshot, model, masses)?;
         // Masks only grow, so the masks now in force cover those of the step's start.
         self.finish(&snapshot, &mut grads, &mut summary);
         summary.threshold = self.dtc.config().threshold;
@@ -369,7 +369,7 @@ impl Pruner {
             Phase::FineTune => None,
             Phase::Warmup | Phase::Prune => self.cdp.evaluate(&snapshot.params()).map(|p| p.masses),
         };
-        self.advance_with(&snapshot, model.costed(), masses)?;
+        self.advance_with(&snapshot, model, masses)?;
         if phase == Phase::Prune {
             self.mask_layers(&snapshot.layers, grads);
         }
@@ -437,17 +437,17 @@ impl Pruner {
 
     /// On a pruning step the ramped or controlled δ and the DTC step; then the texture-mass
     /// history and the step counter. On an error the pruner is unchanged.
-    fn advance_with(
+    fn advance_with<M: Prunable>(
         &mut self,
         snapshot: &Snapshot,
-        costed: Option<&dyn Costed>,
+        model: &M,
         masses: Option<Vec<Tensor<1>>>,
     ) -> Result<(), PruneError> {
         if self.phase() == Phase::Prune {
             if let Some(delta) = self.ramped_threshold() {
                 self.set_threshold(delta)?;
             }
-            self.control_threshold(snapshot, costed)?;
+            self.control_threshold(snapshot, model)?;
             self.threshold_layers(&snapshot.layers);
         }
         if let Some(masses) = masses {
@@ -460,34 +460,32 @@ impl Pruner {
     /// With a target, the controller's δ for this pruning step (see [`crate::budget`]): measured
     /// on the compact model that DTC's masks under each candidate δ would give. Changes nothing
     /// on an error.
-    fn control_threshold(
+    fn control_threshold<M: Prunable>(
         &mut self,
         snapshot: &Snapshot,
-        costed: Option<&dyn Costed>,
+        model: &M,
     ) -> Result<(), PruneError> {
         let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
             return Ok(());
         };
         let controller = Controller::new(target, schedule);
+        let probe = CostProbe::new(model, snapshot, target.quantity, target.input_size)?;
         // A FLOPs or MACs target is a fraction of the whole network: an undeclared conv or
         // linear layer (whose input size is unknown) would leave its cost out of both sides.
-        let quantity = match target.quantity {
-            Quantity::Flops => Some("FLOPs"),
-            Quantity::Macs => Some("MACs"),
-            _ => None,
-        };
-        let uncounted = snapshot.undeclared.iter().find(|l| l.weighted);
-        if let (Some(quantity), Some(layer), None) = (quantity, uncounted, costed) {
+        if let Some(layer) = probe.uncounted() {
             return Err(PruneError::Budget(format!(
-                "a {quantity} target counts the whole network, and `{}` ({}) is not declared, \
-                 so its {quantity} are unknown: declare it (a SkeletonConv2d with \
-                 `layers.conv(…)`, `.not_pruned()` to keep the pruner off it; a Burn Conv2d \
-                 becomes a SkeletonConv2d with the same config; a Linear with \
-                 `layers.linear(…)`)",
-                layer.name, layer.module
+                "a {} target counts the whole network, and `{}` ({}) is not declared, so its \
+                 cost is unknown: declare it (a SkeletonConv2d with `layers.conv(…)`, \
+                 `.not_pruned()` to keep the pruner off it; a Burn Conv2d becomes a \
+                 SkeletonConv2d with the same config; a Linear with `layers.linear(…)`)",
+                match target.quantity {
+                    Quantity::Macs => "MACs",
+                    _ => "FLOPs",
+                },
+                layer.name,
+                layer.module
             )));
         }
-        let probe = CostProbe::new(snapshot, costed, target.quantity, target.input_size)?;
         let decision = controller.decide(
             self.step,
             self.dtc.config().threshold,
@@ -665,7 +663,7 @@ impl Pruner {
                 layer: first.name.clone(),
             })?,
         };
-        let probe = CostProbe::new(&snapshot, model.costed(), Quantity::Flops, input_size)?;
+        let probe = CostProbe::new(model, &snapshot, Quantity::Flops, input_size)?;
         probe.cost(|index| self.dtc.masks(index))
     }
 

@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, Transaction};
 use texprune_cdp::LayerParams;
 use texprune_dtc::LayerMasks;
-use texprune_layer::{Prunable, PrunableLayer, PrunableLayers, UndeclaredLayer, undeclared};
+use texprune_layer::{Prunable, PrunableLayer, PrunableLayers};
 
 use crate::PruneError;
 
@@ -19,8 +19,6 @@ pub(crate) struct Snapshot {
     pub layers: Vec<PrunableLayer>,
     /// For each declared conv, its index among `layers` (None: exempt).
     pub index: Vec<Option<usize>>,
-    /// The model's modules with parameters that the declaration leaves out.
-    pub undeclared: Vec<UndeclaredLayer>,
 }
 
 impl Snapshot {
@@ -58,7 +56,6 @@ impl Snapshot {
             return Err(PruneError::NoLayers);
         }
         Ok(Self {
-            undeclared: undeclared(model, &declaration),
             declaration,
             layers,
             index,

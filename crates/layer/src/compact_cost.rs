@@ -3,8 +3,8 @@
 //! [`CostReport::of_model`] counts for a model without a walk of its own.
 
 use crate::compact::{CompactionPlan, ConvPlan};
-use crate::cost::{ConvShape, CostReport, PlannedLayers};
-use crate::inventory::undeclared;
+use crate::cost::{ConvShape, CostReport, LayerKind, PlannedLayers};
+use crate::inventory::{UndeclaredLayer, undeclared};
 use crate::{ModelError, Prunable, PrunableLayer, PrunableLayers};
 
 impl ConvShape {
@@ -79,6 +79,19 @@ impl CostReport {
         Ok(report)
     }
 
+    /// The modules the declaration leaves out, after the declared layers: their parameters, no
+    /// FLOPs (their input sizes are not known).
+    pub fn undeclared(&mut self, layers: &[UndeclaredLayer]) {
+        for layer in layers {
+            self.push(
+                &layer.name,
+                LayerKind::Undeclared,
+                format!("{}, not declared: FLOPs not counted", layer.module),
+                [layer.params, 0, 0, 0],
+            );
+        }
+    }
+
     /// The cost of `model` as compaction would leave it (for a compacted model: as it is),
     /// from its declaration; each conv counts at the input size of its last forward pass.
     /// Every module with parameters that the declaration leaves out is listed after the
@@ -90,9 +103,7 @@ impl CostReport {
     pub fn of_model<M: Prunable>(model: &M) -> Result<Self, ModelError> {
         let layers = model.collect_prunable();
         let mut report = Self::of_plan(&layers, &CompactionPlan::of(&layers)?)?;
-        for layer in undeclared(model, &layers) {
-            report.undeclared(&layer);
-        }
+        report.undeclared(&undeclared(model, &layers));
         Ok(report)
     }
 }

@@ -183,7 +183,7 @@ impl CostReport {
         }
     }
 
-    fn push(&mut self, name: &str, kind: LayerKind, shape: String, costs: [u64; 4]) {
+    pub(crate) fn push(&mut self, name: &str, kind: LayerKind, shape: String, costs: [u64; 4]) {
         let [params, skeleton, flops, macs] = costs;
         self.layers.push(LayerCost {
             name: name.to_string(),
@@ -239,17 +239,6 @@ impl CostReport {
             [params, all as u64, 2 * macs, macs],
         );
         out
-    }
-
-    /// A module the declaration leaves out: its parameters, no FLOPs (its input size is not
-    /// known).
-    pub fn undeclared(&mut self, layer: &crate::UndeclaredLayer) {
-        self.push(
-            &layer.name,
-            LayerKind::Undeclared,
-            format!("{}, not declared: FLOPs not counted", layer.module),
-            [layer.params, 0, 0, 0],
-        );
     }
 
     /// BatchNorm over `channels` maps of size `hw`.
