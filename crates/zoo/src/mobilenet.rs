@@ -237,11 +237,6 @@ impl InvertedResidual {
         let residual = self.residual.then_some(x);
         self.project.forward(y, residual, Activation::Identity)
     }
-
-    /// Index of the depthwise conv in torchvision's `conv` sequence.
-    fn depthwise_index(&self) -> usize {
-        usize::from(self.expand.is_some())
-    }
 }
 
 /// MobileNetV2 with skeleton convolutions.
@@ -275,103 +270,117 @@ impl MobileNetV2 {
         self.classifier.forward(self.dropout.forward(x))
     }
 
-    /// torchvision's path of the last conv's `Conv2dNormActivation`: `features.{blocks + 1}`.
-    fn last_path(&self) -> String {
-        format!("features.{}", self.blocks.len() + 1)
+    /// Every conv with its norm, in forward order, under its Burn and torchvision paths.
+    fn named_layers(&self) -> Vec<Named<'_>> {
+        let named = |module: String, conv: String, norm: String, layer, activation| Named {
+            module,
+            conv,
+            norm,
+            layer,
+            activation,
+            adds_residual: false,
+            input_added: false,
+        };
+        let relu6 = Activation::Relu6;
+        let stem = named(
+            "stem".into(),
+            "features.0.0".into(),
+            "features.0.1".into(),
+            &self.stem,
+            relu6,
+        );
+        let mut layers = vec![stem];
+        for (i, block) in self.blocks.iter().enumerate() {
+            // torchvision's `conv` sequence: [expand (conv, norm, act)], depthwise (conv, norm,
+            // act), project conv, project norm.
+            let (burn, torch) = (format!("blocks.{i}"), format!("features.{}.conv", i + 1));
+            let first = layers.len();
+            let d = usize::from(block.expand.is_some());
+            if let Some(expand) = &block.expand {
+                let (conv, norm) = (format!("{torch}.0.0"), format!("{torch}.0.1"));
+                layers.push(named(format!("{burn}.expand"), conv, norm, expand, relu6));
+            }
+            let (conv, norm) = (format!("{torch}.{d}.0"), format!("{torch}.{d}.1"));
+            layers.push(named(
+                format!("{burn}.depthwise"),
+                conv,
+                norm,
+                &block.depthwise,
+                relu6,
+            ));
+            let (conv, norm) = (format!("{torch}.{}", d + 1), format!("{torch}.{}", d + 2));
+            let project = &block.project;
+            let mut project = named(
+                format!("{burn}.project"),
+                conv,
+                norm,
+                project,
+                Activation::Identity,
+            );
+            project.adds_residual = block.residual;
+            layers.push(project);
+            layers[first].input_added = block.residual;
+        }
+        let last = format!("features.{}", self.blocks.len() + 1);
+        let (conv, norm) = (format!("{last}.0"), format!("{last}.1"));
+        layers.push(named("last".into(), conv, norm, &self.last, relu6));
+        layers
     }
 
     /// `(Burn path, torchvision path)` of every conv and norm, and of the classifier.
     pub(crate) fn torch_paths(&self) -> Vec<(String, String)> {
-        let mut names = vec![
-            ("stem.conv".into(), "features.0.0".into()),
-            ("stem.norm".into(), "features.0.1".into()),
-        ];
-        for (i, block) in self.blocks.iter().enumerate() {
-            let path = format!("features.{}.conv", i + 1);
-            let d = block.depthwise_index();
-            if block.expand.is_some() {
-                names.push((format!("blocks.{i}.expand.conv"), format!("{path}.0.0")));
-                names.push((format!("blocks.{i}.expand.norm"), format!("{path}.0.1")));
-            }
-            names.push((
-                format!("blocks.{i}.depthwise.conv"),
-                format!("{path}.{d}.0"),
-            ));
-            names.push((
-                format!("blocks.{i}.depthwise.norm"),
-                format!("{path}.{d}.1"),
-            ));
-            names.push((
-                format!("blocks.{i}.project.conv"),
-                format!("{path}.{}", d + 1),
-            ));
-            names.push((
-                format!("blocks.{i}.project.norm"),
-                format!("{path}.{}", d + 2),
-            ));
-        }
-        let last = self.last_path();
-        names.push(("last.conv".into(), format!("{last}.0")));
-        names.push(("last.norm".into(), format!("{last}.1")));
+        let mut names: Vec<(String, String)> = self
+            .named_layers()
+            .into_iter()
+            .flat_map(|n| {
+                [
+                    (format!("{}.conv", n.module), n.conv),
+                    (format!("{}.norm", n.module), n.norm),
+                ]
+            })
+            .collect();
         names.push(("classifier".into(), "classifier.1".into()));
         names
     }
 }
 
+/// A conv and its norm as the declaration and the PyTorch names see them.
+struct Named<'a> {
+    /// Burn path of the [`ConvNorm`] (`blocks.3.depthwise`).
+    module: String,
+    /// torchvision's path of the conv.
+    conv: String,
+    /// torchvision's path of the norm.
+    norm: String,
+    layer: &'a ConvNorm,
+    activation: Activation,
+    /// Whether its output is added to the block's input (a residual block's projection).
+    adds_residual: bool,
+    /// Whether its input is also added to its block's output (a residual block's first conv).
+    input_added: bool,
+}
+
 impl Prunable for MobileNetV2 {
-    /// Declared under torchvision's names (see the module's declaration rule).
+    /// Declared under torchvision's names (see the module's declaration rule): each conv feeds
+    /// the next one (the last conv, the classifier) unless its output is a residual stream —
+    /// written into by a residual block's projection, or added to the output of the residual
+    /// block it enters.
     fn prunable_layers(&self, layers: &mut PrunableLayers) {
-        let block_path = |i: usize| format!("features.{}.conv", i + 1);
-        // The first conv of block `i` (or the last conv), and whether its input must stay
-        // because the block adds it to its output.
-        // (The expand conv, or the depthwise conv where there is none, is `conv.0.0`.)
-        let reader = |i: usize| match self.blocks.get(i) {
-            Some(block) => (format!("{}.0.0", block_path(i)), block.residual),
-            None => (format!("{}.0", self.last_path()), false),
-        };
-        let feeds_next = |i: usize| -> Vec<String> {
-            match reader(i) {
-                (first, false) => vec![first],
-                (_, true) => Vec::new(),
-            }
-        };
-        layers
-            .conv("features.0.0", &self.stem.conv)
-            .norm("features.0.1", &self.stem.norm)
-            .activation(Activation::Relu6)
-            .feeds(feeds_next(0));
-        for (i, block) in self.blocks.iter().enumerate() {
-            let path = block_path(i);
-            let d = block.depthwise_index();
-            let depthwise = format!("{path}.{d}.0");
-            let project = format!("{path}.{}", d + 1);
-            if let Some(expand) = &block.expand {
-                layers
-                    .conv(format!("{path}.0.0"), &expand.conv)
-                    .norm(format!("{path}.0.1"), &expand.norm)
-                    .activation(Activation::Relu6)
-                    .feeds([depthwise.clone()]);
-            }
-            layers
-                .conv(depthwise, &block.depthwise.conv)
-                .norm(format!("{path}.{d}.1"), &block.depthwise.norm)
-                .activation(Activation::Relu6)
-                .feeds([project.clone()]);
-            let readers = match block.residual {
-                true => Vec::new(),
-                false => feeds_next(i + 1),
+        let named = self.named_layers();
+        for (k, n) in named.iter().enumerate() {
+            let next = named.get(k + 1);
+            let readers: Vec<String> = match next {
+                _ if n.adds_residual => Vec::new(),
+                Some(next) if next.input_added => Vec::new(),
+                Some(next) => vec![next.conv.clone()],
+                None => vec!["classifier.1".into()],
             };
             layers
-                .conv(project, &block.project.conv)
-                .norm(format!("{path}.{}", d + 2), &block.project.norm)
+                .conv(n.conv.clone(), &n.layer.conv)
+                .norm(n.norm.clone(), &n.layer.norm)
+                .activation(n.activation)
                 .feeds(readers);
         }
-        let last = self.last_path();
-        layers
-            .conv(format!("{last}.0"), &self.last.conv)
-            .norm(format!("{last}.1"), &self.last.norm)
-            .activation(Activation::Relu6)
-            .feeds(["classifier.1"]);
         layers.linear("classifier.1", &self.classifier);
     }
 }
