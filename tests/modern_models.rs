@@ -195,19 +195,9 @@ fn a_flops_target_on_a_mobilenet_style_model_is_met_through_fit() {
     let (err, same) = compare(compacted.forward(x), masked_logits);
     assert!(err <= 1e-4 && same, "relative error {err}");
     let fresh = MobileNet::new(&Device::default());
-    let _ = fresh.forward(images(1, &mut SplitMix64(2), &Device::default()));
-    let full = CostReport::of_model(&fresh).unwrap().flops() as f64;
+    let full = common::cost_after_a_forward(fresh, MobileNet::forward).flops() as f64;
     let small = CostReport::of_model(&compacted).unwrap().flops() as f64;
-    let removed = 1.0 - small / full;
-    assert!(
-        (removed - 0.5).abs() <= 0.03,
-        "removed {:.1} % of the FLOPs",
-        100.0 * removed
-    );
-    assert!(
-        (controller - removed).abs() <= 1e-4,
-        "controller {controller:.6}, report {removed:.6}"
-    );
+    common::assert_half_the_flops_removed(1.0 - small / full, controller);
     let live = compacted.depthwise.stripe_layout().live_stripes();
     assert!(
         live < 4 * WIDTH * 9,
@@ -395,8 +385,7 @@ fn the_zoos_mobilenet_v2_is_counted_and_compacted_exactly_through_fit() {
     let (err, _) = compare(compacted.forward(x.clone()), masked.forward(x));
     assert!(err <= 1e-4, "relative error {err}");
     let fresh = config.init(&Device::default()).unwrap();
-    let _ = fresh.forward(images(1, &mut SplitMix64(2), &Device::default()));
-    let full = CostReport::of_model(&fresh).unwrap().flops() as f64;
+    let full = common::cost_after_a_forward(fresh, MobileNetV2::forward).flops() as f64;
     let small = CostReport::of_model(&compacted).unwrap();
     let removed = 1.0 - small.flops() as f64 / full;
     assert!(

@@ -359,22 +359,11 @@ fn a_flops_target_on_a_user_model_is_met_through_fit() {
     let (err, same) = compare(compacted.forward(x), masked_logits);
     assert!(err <= 1e-4 && same, "relative error {err}");
     let small = CostReport::of_model(&compacted).unwrap().flops() as f64;
-    // The unpruned model's cost, once a forward pass has given its input sizes.
     let fresh = ResidualNet::new(WIDTH, &Device::default()).unwrap();
-    let _ = fresh.forward(images(1, &mut SplitMix64(2), &Device::default()));
-    let full = CostReport::of_model(&fresh).unwrap().flops() as f64;
-    let removed = 1.0 - small / full;
-    assert!(
-        (removed - 0.5).abs() <= 0.03,
-        "removed {:.1} % of the FLOPs",
-        100.0 * removed
-    );
+    let full = common::cost_after_a_forward(fresh, ResidualNet::forward).flops() as f64;
     // The reported removal (the declaration's cost of the compact model, as `CostReport::of_model`
     // reports a model without a cost walk of its own) is the controller's, within 0.01 points.
-    assert!(
-        (controller - removed).abs() <= 1e-4,
-        "controller {controller:.6}, report {removed:.6}"
-    );
+    common::assert_half_the_flops_removed(1.0 - small / full, controller);
 }
 
 /// How often `CountedNet`'s declaration was collected.
