@@ -300,6 +300,32 @@ fn image_decoder() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A JPEG cut at 7,142 bytes with byte 159 set to 171 (a case the fuzzer above found) declares
+/// a 67 MB image: refused by the decoder's limit, never allocated.
+#[test]
+fn a_jpeg_whose_header_declares_a_huge_image_is_refused_before_it_is_allocated() {
+    let mut bytes = std::fs::read(repo().join("tests/data/foolbox/imagenet_00_243.jpg")).unwrap();
+    bytes.truncate(7142);
+    bytes[159] = 171;
+    let dir = scratch("huge-jpeg");
+    let class = dir.join("n01");
+    std::fs::create_dir_all(&class).unwrap();
+    std::fs::write(class.join("x.jpg"), &bytes).unwrap();
+    let folder = ImageFolder::new(&dir, 40, 32).unwrap();
+    let mut result = None;
+    let largest = largest_allocation(|| {
+        result = Some(texprune::burn::data::dataset::Dataset::get(&folder, 0));
+    });
+    assert!(
+        largest <= ALLOCATION_LIMIT,
+        "one allocation of {largest} bytes"
+    );
+    assert!(result.unwrap().is_err());
+    let error = texprune::data::load_image(&class.join("x.jpg"), 40, 32).unwrap_err();
+    assert!(error.to_string().contains("limit"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn small_vgg() -> Vgg {
     VggConfig::new(vec![
         VggLayer::Conv(4),

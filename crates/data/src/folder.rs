@@ -77,25 +77,40 @@ impl ImageFolder {
     }
 }
 
+/// The most memory one image may decode to: 32 MiB, about 11 megapixels in RGB. A header that
+/// declares more (a damaged or hostile file, or a photo larger than training needs) is refused
+/// with [`DataError::Image`] before anything that size is allocated; the decoders' own buffers
+/// (a progressive JPEG keeps its coefficients, twice the pixels) stay under 64 MiB.
+pub const MAX_DECODED_BYTES: u64 = 32 << 20;
+
 /// Decodes `path` to RGB, resizes its shorter side to `resize` and centre-crops `crop × crop`.
 ///
 /// The crop is cut from the decoded image first (the region that maps onto `crop × crop` after
-/// the resize) and only that region is resized, so memory stays within the decoder's limits
-/// (`image`'s default: 512 MiB) plus the crop, whatever the image's aspect ratio.
+/// the resize) and only that region is resized, so memory stays within the decoder's limit
+/// ([`MAX_DECODED_BYTES`]) plus the crop, whatever the image's aspect ratio.
 ///
 /// # Errors
 /// [`DataError::Io`] when the file cannot be read, [`DataError::Image`] when it cannot be
-/// decoded (or exceeds the decoder's memory limit), [`DataError::Zero`] for a zero size.
+/// decoded (or would decode to more than [`MAX_DECODED_BYTES`]), [`DataError::Zero`] for a zero
+/// size.
 pub fn load_image(path: &Path, resize: u32, crop: u32) -> Result<Vec<u8>, DataError> {
     if resize == 0 || crop == 0 {
         return Err(DataError::Zero {
             what: "the image resize and crop sizes",
         });
     }
-    let decoded = image::open(path).map_err(|e| DataError::Image {
+    let image_error = |e: image::ImageError| DataError::Image {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })?;
+    };
+    let mut reader = image::ImageReader::open(path)
+        .map_err(io(path))?
+        .with_guessed_format()
+        .map_err(io(path))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(image_error)?;
     let (w, h) = (decoded.width(), decoded.height());
     // Source pixels per output pixel; the crop covers `crop · step` source pixels per side.
     let step = w.min(h).max(1) as f64 / resize.max(crop) as f64;

@@ -25,7 +25,7 @@ mod set;
 pub use batch::{Augmentation, ImageBatch, ImageBatcher, Normalization, batch_rng, epoch_order};
 pub use cifar::{Cifar100Labels, Split, cifar10, cifar100};
 pub use error::DataError;
-pub use folder::{ImageFolder, load_image};
+pub use folder::{ImageFolder, MAX_DECODED_BYTES, load_image};
 pub use idx::{IdxArray, mnist, read_idx};
 pub use loader::ForLoader;
 pub use rng::SplitMix64;
