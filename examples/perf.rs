@@ -16,7 +16,7 @@
 //! dense / compact time, `mac_ratio` dense / compact MACs; `speedup_over_mac_ratio` ≥ 1 means the
 //! compact model gained at least what the removed MACs promise.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,10 +26,12 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use texprune::burn::tensor::{Device, Int, Tensor};
 use texprune::checkpoint::write_atomic;
+use texprune::onnx::{self, ExportForm, OnnxExport};
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
 use texprune::zoo::vgg::VggConfig;
 use texprune::{
-    CdpConfig, Classifier, Costed, DtcConfig, Prunable, Pruner, PrunerConfig, Schedule, Target,
+    CdpConfig, Classifier, CompactOptions, Costed, DtcConfig, Prunable, Pruner, PrunerConfig,
+    Schedule, Target,
 };
 use texprune_tools::cli::Backend;
 use texprune_tools::perf::{median, median_ms, random_stripe_masks, synthetic_batch};
@@ -62,6 +64,12 @@ struct Args {
     /// Timed training steps of each kind (default 3 with `--quick`, 10 without).
     #[arg(long)]
     steps: Option<usize>,
+    /// Also write every inference model as ONNX into this folder (`scripts/onnx_bench.py` times
+    /// them in ONNX Runtime): `<model>_dense.onnx`, and per removal rate `<model>_<rate>_box.onnx`
+    /// (dynamic batch), `<model>_<rate>_box16.onnx` (compacted with channel counts kept at
+    /// multiples of 16) and `<model>_<rate>_stripes_b<batch>.onnx`.
+    #[arg(long)]
+    onnx_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -211,12 +219,17 @@ fn inference<M>(
     model: M,
     device: &Device,
     runs: [usize; 2],
+    onnx_dir: Option<&Path>,
     rows: &mut Vec<Inference>,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     M: Prunable + Classifier + Costed,
 {
     let dense = model.valid();
+    if let Some(dir) = onnx_dir {
+        let (x, _) = batch(1, device);
+        onnx::export(&dense, x, M::logits)?.save(dir.join(format!("{name}_dense.onnx")))?;
+    }
     for (batch_size, runs) in [1, 64].into_iter().zip(runs) {
         let (x, _) = batch(batch_size, device);
         let dense_ms = median_ms(runs, || {
@@ -226,6 +239,25 @@ where
             let masked = random_stripe_masks(dense.clone(), removed, 7);
             masked.check_input(x.dims())?;
             let compact = texprune::compact(&masked, x.clone(), M::logits)?;
+            if let Some(dir) = onnx_dir
+                && removed > 0.0
+            {
+                let rate = (removed * 100.0).round();
+                let stripes = OnnxExport::default().with_form(ExportForm::Stripes);
+                stripes
+                    .export(&compact, x.clone(), M::logits)?
+                    .save(dir.join(format!("{name}_{rate}_stripes_b{batch_size}.onnx")))?;
+                if batch_size == 1 {
+                    onnx::export(&compact, x.clone(), M::logits)?
+                        .save(dir.join(format!("{name}_{rate}_box.onnx")))?;
+                    // Channel counts kept at multiples of 16 (ONNX Runtime's NCHWc block on
+                    // AVX-512).
+                    let options = CompactOptions::default().with_channel_multiple(16);
+                    let rounded = texprune::compact_with(&masked, x.clone(), M::logits, options)?;
+                    onnx::export(&rounded, x.clone(), M::logits)?
+                        .save(dir.join(format!("{name}_{rate}_box16.onnx")))?;
+                }
+            }
             let compact_ms = median_ms(runs, || {
                 let _ = compact.logits(x.clone()).into_data();
             });
@@ -284,12 +316,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     if args.part != Part::Train {
         let resnet = ResNetConfig::cifar(56).init(&device)?;
-        inference("resnet56", resnet, &device, runs, &mut rows)?;
+        let onnx_dir = args.onnx_dir.as_deref();
+        inference("resnet56", resnet, &device, runs, onnx_dir, &mut rows)?;
         inference(
             "vgg16",
             VggConfig::vgg16().init(&device)?,
             &device,
             runs,
+            onnx_dir,
             &mut rows,
         )?;
     }

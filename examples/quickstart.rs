@@ -9,8 +9,9 @@
 //! trained with CDP + DTC (penalty and a δ ramp during the first half, then fine-tuning under
 //! the frozen masks), compacted, and measured before and after: held-out accuracy, params,
 //! FLOPs, MACs and latency. Writes `report.json`, `report.md`, the trained model `model.bpk` (for
-//! the `sensitivity` example) and the texture plots at the start, at the end and over training
-//! into `--out` (default `target/quickstart`).
+//! the `sensitivity` example), the masked and the compact model as ONNX (`masked.onnx`,
+//! `compact.onnx`) and the texture plots at the start, at the end and over training into `--out`
+//! (default `target/quickstart`).
 
 use std::f64::consts::PI;
 use std::path::PathBuf;
@@ -24,8 +25,10 @@ use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::tensor::Device;
 use texprune::data::{Augmentation, ImageBatcher, Normalization, Split, mnist};
 use texprune::report::{Evaluation, RunReport, accuracy, write_run};
-use texprune::zoo::vgg::VggConfig;
-use texprune::{CdpConfig, Classifier, DtcConfig, Pruner, PrunerConfig, Schedule, ThresholdRamp};
+use texprune::zoo::vgg::{Vgg, VggConfig};
+use texprune::{
+    CdpConfig, Classifier, CompactOptions, DtcConfig, Pruner, PrunerConfig, Schedule, ThresholdRamp,
+};
 use texprune_tools::cli::{exit, positive};
 use texprune_tools::scaffold::{Batches, begin, epoch_bar, finish, sgd};
 
@@ -132,7 +135,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let done = finish(&model, &pruner, &eval, &args.out)?;
     // The trained model, for `cargo run --release --example sensitivity`.
-    done.masked.save_file(args.out.join("model.bpk"))?;
+    done.masked.clone().save_file(args.out.join("model.bpk"))?;
+    // The masked (dense) and the compact model as ONNX, for any ONNX runtime
+    // (`scripts/onnx_check.py --time` runs and times them in ONNX Runtime). For ONNX the kept
+    // channel counts are rounded up to multiples of 16, which ONNX Runtime's fastest CPU
+    // convolutions need (docs/deployment.md).
+    let example = eval.first_images(1)?;
+    let logits = |m: &Vgg, x| m.logits(x);
+    texprune::onnx::export(&done.masked, example.clone(), logits)?
+        .save(args.out.join("masked.onnx"))?;
+    let options = CompactOptions::default().with_channel_multiple(16);
+    let for_onnx = texprune::compact_with(&done.masked, example.clone(), logits, options)?;
+    texprune::onnx::export(&for_onnx, example, logits)?.save(args.out.join("compact.onnx"))?;
     let report = RunReport {
         dataset: "fashion-mnist (test split: 8,000 train / 2,000 held-out)".into(),
         model: "VGG [32, M, 64, M, 128, M] on 1×28×28".into(),
@@ -152,7 +166,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         &history,
     )?;
     println!(
-        "wrote report.json, report.md, model.bpk and the plots into {}",
+        "wrote report.json, report.md, model.bpk, masked.onnx, compact.onnx and the plots into {}",
         args.out.display()
     );
     Ok(())

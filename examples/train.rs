@@ -221,6 +221,10 @@ struct Args {
     /// Output folder: checkpoints, report, plots.
     #[arg(long, default_value = "target/train")]
     out: PathBuf,
+    /// Also write the compact model as ONNX to this file (`texprune::onnx`; batch axis dynamic).
+    #[arg(long)]
+    #[serde(default)]
+    export_onnx: Option<PathBuf>,
     /// Record the per-layer texture statistics every N steps (`texture-history.json/.svg`).
     #[arg(long, default_value_t = 50)]
     history_every: usize,
@@ -611,6 +615,10 @@ where
         serde_json::to_string_pretty(&(dense_cost, &compact_cost))?.as_bytes(),
     )?;
     export_compact(&compact, eval, &args.out)?;
+    if let Some(file) = &args.export_onnx {
+        texprune::onnx::export(&compact, eval.first_images(1)?, M::logits)?.save(file)?;
+        println!("wrote the compact model as ONNX to {}", file.display());
+    }
     println!("\n{compact_cost}\n\n{report}");
     println!(
         "wrote report.json, report.md and the plots into {}",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds examples/own_model as a crate of its own whose only dependency is texprune (by path),
-# as a user's crate would be: it fails where the example leans on something the repository's
-# own dev-dependencies provide. `cargo check` shares the repository's target folder.
+# Builds examples/own_model as a crate of its own whose only dependency is texprune (by path,
+# with its `onnx` feature), as a user's crate would be: it fails where the example leans on
+# something the repository's own dev-dependencies provide. `cargo check` shares the repository's target folder.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 crate="$repo/target/own_model_crate"
@@ -14,7 +14,7 @@ version = "0.1.0"
 edition = "2024"
 
 [dependencies]
-texprune = { path = "$repo" }
+texprune = { path = "$repo", features = ["onnx"] }
 
 [workspace]
 TOML

@@ -44,7 +44,8 @@
 //!
 //! Cargo features: `flex` (default) and `ndarray` for the CPU, `wgpu` and `cuda` for GPUs;
 //! `plots` for SVG plots of texture statistics, histories, sensitivity sweeps and run reports
-//! (plotters); `learner` for the burn-train integration.
+//! (plotters); `learner` for the burn-train integration; `onnx` for ONNX export of any model
+//! (`onnx`, burn-onnx).
 //!
 //! The pieces live in their own crates, re-exported here: [`texture`] (filter texture
 //! statistics), [`cdp`] (the penalty), [`dtc`] (thresholds and masks), [`layer`] (the prunable
@@ -63,8 +64,8 @@ pub use texprune_zoo as zoo;
 pub use texprune_cdp::{CdpConfig, CdpError, Formula};
 pub use texprune_dtc::{DtcConfig, DtcError, ThresholdRule};
 pub use texprune_layer::{
-    Activation, CostReport, Costed, LayerKind, ModelError, Prunable, PrunableLayers,
-    SkeletonConv2d, SkeletonConv2dConfig, compact, compact_unchecked,
+    Activation, CompactOptions, CostReport, Costed, LayerKind, ModelError, Prunable,
+    PrunableLayers, SkeletonConv2d, SkeletonConv2dConfig, compact, compact_unchecked, compact_with,
 };
 pub use texprune_zoo::{Classifier, TorchLayout};
 
@@ -79,6 +80,8 @@ pub mod checkpoint;
 pub mod history;
 #[cfg(feature = "learner")]
 pub mod learner;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod output_lock;
 #[cfg(feature = "plots")]
 pub mod plots;

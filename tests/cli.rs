@@ -376,6 +376,8 @@ fn pytorch_weights_start_a_run_and_the_compact_model_is_written_for_pytorch() {
             "128",
             "--limit-test",
             "64",
+            "--export-onnx",
+            out.join("compact.onnx").to_str().unwrap(),
         ],
         &out,
         &data,
@@ -401,5 +403,33 @@ fn pytorch_weights_start_a_run_and_the_compact_model_is_written_for_pytorch() {
     let weights = std::fs::read(out.join("compact.safetensors")).unwrap();
     let weights = safetensors::SafeTensors::deserialize(&weights).unwrap();
     assert!(weights.tensor("layer3.2.conv2.FilterSkeleton").is_ok());
+    // The ONNX file of the compact model gives the probe's logits in tract.
+    let floats = |name: &str| -> Vec<f32> {
+        let view = probe.tensor(name).unwrap();
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let (input, expected) = (floats("input"), floats("logits"));
+    use tract_onnx::prelude::{Framework, InferenceModelExt, IntoTensor, tvec};
+    let model = tract_onnx::onnx()
+        .model_for_path(out.join("compact.onnx"))
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = tract_onnx::prelude::tract_ndarray::Array4::from_shape_vec([8, 3, 32, 32], input)
+        .unwrap()
+        .into_tensor();
+    let outputs = model.run(tvec!(input.into())).unwrap();
+    let logits = outputs[0].to_array_view::<f32>().unwrap();
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let deviation = logits
+        .iter()
+        .zip(&expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(deviation <= 1e-4 * scale, "{deviation} of {scale}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -1,6 +1,7 @@
 //! A network written here, not taken from the zoo, pruned to a FLOPs target in a plain training
 //! loop and compacted into its own type; prints the FLOPs removed, the agreement of the masked
-//! and compact logits, and their latency at batch 64.
+//! and compact logits, and their latency at batch 64; writes the compact model as ONNX
+//! (`target/own_model.onnx`).
 //!
 //! ```sh
 //! cargo run --release --example own_model            # 50 % FLOPs, 300 steps
@@ -109,6 +110,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "batch 64 on the CPU: masked {masked_ms:.1} ms, compact {compact_ms:.1} ms ({:.2}× faster)",
         masked_ms / compact_ms
     );
+    // The compact model as ONNX (cargo feature `onnx`) for ONNX Runtime, tract, TensorRT…
+    let file = Path::new("target/own_model.onnx");
+    texprune::onnx::export(&compact, x, Net::forward)?.save(file)?;
+    println!("wrote {}", file.display());
     Ok(())
 }
 

@@ -57,8 +57,34 @@ impl Activation {
         }
     }
 
-    /// The activation of a tensor (Burn's own ops).
+    /// The activation of a tensor: Burn's own ops, or the forms an ONNX export can record when
+    /// `x` is on Burn's capture device.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        if crate::is_capture(&x.device()) {
+            return self.recorded(x);
+        }
+        self.forward_eager(x)
+    }
+
+    /// The activation written with the operations an ONNX export can record (burn-onnx lowers
+    /// `Relu`, `Sigmoid`, `Tanh` and arithmetic, not `Clamp`, `Gelu` or `Erf`):
+    /// `relu6(x) = relu(x) − relu(x − 6)`, `leaky(x) = relu(x) − a·relu(−x)`,
+    /// `silu(x) = x·σ(x)`, `hardswish(x) = x·relu6(x + 3)/6`. GELU (exact, with `erf`) has no
+    /// such form and stays as it is, which the export reports as an unsupported operation.
+    fn recorded<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        let relu6 = |x: Tensor<D>| act::relu(x.clone()) - act::relu(x - 6.0);
+        match self {
+            Self::Relu6 => relu6(x),
+            Self::LeakyRelu { negative_slope } => {
+                act::relu(x.clone()) - act::relu(-x) * negative_slope
+            }
+            Self::Silu => x.clone() * act::sigmoid(x),
+            Self::Hardswish => x.clone() * relu6(x + 3.0) / 6.0,
+            other => other.forward_eager(x),
+        }
+    }
+
+    fn forward_eager<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Identity => x,
             Self::Relu => act::relu(x),

@@ -16,6 +16,7 @@
 #![warn(missing_docs, clippy::missing_errors_doc)]
 
 mod activation;
+mod capture;
 pub mod compact;
 mod compact_cost;
 mod cost;
@@ -29,7 +30,8 @@ mod spec;
 pub mod testing;
 
 pub use activation::Activation;
-pub use compact::{compact, compact_unchecked};
+pub use capture::{ExportForm, is_capture, with_export_form};
+pub use compact::{CompactOptions, compact, compact_unchecked, compact_with};
 pub use cost::{ConvShape, CostReport, Costed, LayerCost, LayerKind, PlannedLayers, Shapes, human};
 pub use error::ModelError;
 pub use inventory::{UndeclaredLayer, undeclared};

@@ -151,8 +151,12 @@ thread_local! {
     static QUIET: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `f()`, or the message of the panic it raised; the panic is not printed.
-fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+/// `f()`, or the message of the panic it raised (one line); the panic is not printed. Used where
+/// a user's forward pass runs on a model it may not fit (the compaction check, the ONNX export).
+///
+/// # Errors
+/// The panic's message when `f` panics.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();

@@ -54,10 +54,52 @@ pub fn compact<M: Prunable, const DI: usize, const DO: usize>(
     example: Tensor<DI>,
     forward: impl Fn(&M, Tensor<DI>) -> Tensor<DO>,
 ) -> Result<M, ModelError> {
+    compact_with(model, example, forward, CompactOptions::default())
+}
+
+/// How [`compact_with`] compacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactOptions {
+    /// Each conv whose channels can go keeps a multiple of this many (at most all of them):
+    /// 1 (the default) removes every channel it can; 16 suits ONNX Runtime on AVX-512 CPUs
+    /// (its NCHWc convolutions need channel counts that are multiples of 16; 8 with AVX2),
+    /// where a compact model with odd channel counts falls back to slower convolutions
+    /// (docs/deployment.md). The channels kept back are exactly zero: the output is the same.
+    pub channel_multiple: usize,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self {
+            channel_multiple: 1,
+        }
+    }
+}
+
+impl CompactOptions {
+    /// These options with kept channel counts rounded up to multiples of `multiple` (0 counts
+    /// as 1).
+    #[must_use]
+    pub fn with_channel_multiple(mut self, multiple: usize) -> Self {
+        self.channel_multiple = multiple.max(1);
+        self
+    }
+}
+
+/// [`compact`] with `options` (kept channel counts rounded to a multiple, for export).
+///
+/// # Errors
+/// As [`compact`].
+pub fn compact_with<M: Prunable, const DI: usize, const DO: usize>(
+    model: &M,
+    example: Tensor<DI>,
+    forward: impl Fn(&M, Tensor<DI>) -> Tensor<DO>,
+    options: CompactOptions,
+) -> Result<M, ModelError> {
     let masked = model.valid();
     let reference = check::Reference::new(&masked, example, &forward)?;
     let layers = masked.collect_prunable();
-    let plan = CompactionPlan::of(&layers)?;
+    let plan = CompactionPlan::rounded(&layers, options.channel_multiple)?;
     let compact = check::rewrite(&masked, &layers, &plan);
     match reference.check(&compact, &forward) {
         Ok(()) => Ok(compact),

@@ -13,6 +13,7 @@ use crate::{Activation, ConvSpec, ModelError};
 
 #[cfg(test)]
 mod execution_tests;
+mod export;
 #[cfg(test)]
 mod parity_tests;
 mod stripes;
@@ -245,6 +246,9 @@ impl SkeletonConv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = input.dims();
         self.observed.lock().input_size = Some([h, w]);
+        if crate::is_capture(&input.device()) {
+            return export::forward(self, input, None, None, Activation::Identity);
+        }
         if input.is_autodiff() {
             // Training changes the weights: what was packed from them is stale.
             self.packed.clear();
@@ -279,6 +283,10 @@ impl SkeletonConv2d {
             && residual
                 .as_ref()
                 .is_none_or(|r| r.dims() == [batch, cout, ho, wo]);
+        if fits && crate::is_capture(&input.device()) {
+            self.observed.lock().input_size = Some([h, w]);
+            return export::forward(self, input, Some(norm), residual, activation);
+        }
         if fits && !input.is_autodiff() && self.is_stripe_wise() {
             self.observed.lock().input_size = Some([h, w]);
             return stripes::forward_with(self, input, Some(norm), residual, activation);
