@@ -1,6 +1,8 @@
 //! ONNX export checked by a real ONNX engine (tract): the zoo's ResNet-20, VGG-11 and narrow
-//! MobileNetV2, and a model written here (a plain Burn conv stem, Burn's BatchNorm called on its
-//! own, depthwise, grouped and dilated skeleton convs, ReLU6/SiLU/Hardswish), each dense and
+//! MobileNetV2, and a model written in the tests (a plain Burn conv and Burn's BatchNorm called
+//! on its own before the MobileNet-style network of `tests/common/mobilenet.rs`: an inverted
+//! residual with a depthwise conv, grouped and dilated skeleton convs, ReLU6/SiLU/Hardswish),
+//! each dense and
 //! compacted, run by tract at a batch size the export never saw, equal to texprune's output
 //! (≤ 1e-4 relative, same argmax); the model unchanged by its export; bad input a typed error
 //! with no file written. With `TEXPRUNE_ONNX_DIR` set, each checked file is also written there
@@ -11,8 +13,7 @@ use std::path::PathBuf;
 
 use texprune::burn::module::{Module, ModuleMapper, Param};
 use texprune::burn::nn::conv::{Conv2d, Conv2dConfig};
-use texprune::burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use texprune::burn::tensor::module::adaptive_avg_pool2d;
+use texprune::burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::SplitMix64;
 use texprune::onnx::{ExportForm, OnnxError, OnnxExport};
@@ -28,6 +29,7 @@ use tract_onnx::prelude::{Framework, InferenceModelExt, IntoTensor, tvec};
 mod common;
 
 use common::compare;
+use common::mobilenet::MobileNet;
 
 /// `batch` images of `[c, h, w]`, uniform in `[−2, 2)`.
 fn inputs(batch: usize, [c, h, w]: [usize; 3], seed: u64) -> Tensor<4> {
@@ -214,96 +216,38 @@ fn mobilenet_v2_dense_and_compact_run_in_tract_with_texprunes_output() {
     );
 }
 
-/// A model written here: a Burn `Conv2d` stem, Burn's `BatchNorm` called on its own after a
-/// skeleton conv, a depthwise, a grouped strided and a dilated skeleton conv, ReLU6, SiLU and
-/// Hardswish, a global pool and a linear head.
+/// A model written in the tests: a Burn `Conv2d` and Burn's `BatchNorm` called on its own in
+/// front of the MobileNet-style network of `tests/common/mobilenet.rs` (an inverted residual
+/// with a depthwise conv, a 4-group strided and a dilated skeleton conv, ReLU6, SiLU and
+/// Hardswish, a global pool and a linear head).
 #[derive(Module, Debug)]
 struct UserNet {
     stem: Conv2d,
-    expand: SkeletonConv2d,
-    expand_bn: BatchNorm,
-    depthwise: SkeletonConv2d,
-    depthwise_bn: BatchNorm,
-    grouped: SkeletonConv2d,
-    grouped_bn: BatchNorm,
-    dilated: SkeletonConv2d,
-    dilated_bn: BatchNorm,
-    head: Linear,
+    stem_bn: BatchNorm,
+    body: MobileNet,
 }
 
 impl UserNet {
     fn new(device: &Device) -> Self {
-        let conv = |cin, cout, k, config: fn(SkeletonConv2dConfig) -> SkeletonConv2dConfig| {
-            config(SkeletonConv2dConfig::new([cin, cout], [k, k]).with_bias(false))
-                .init(device)
-                .unwrap()
-        };
-        let norm = |c| BatchNormConfig::new(c).init(device);
         Self {
-            stem: Conv2dConfig::new([1, 8], [3, 3])
+            stem: Conv2dConfig::new([1, 1], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(device),
-            expand: conv(8, 32, 1, |c| c.with_bias(true)),
-            expand_bn: norm(32),
-            depthwise: conv(32, 32, 3, |c| {
-                c.with_groups(32).with_padding(PaddingConfig2d::Same)
-            }),
-            depthwise_bn: norm(32),
-            grouped: conv(32, 32, 3, |c| {
-                c.with_groups(4)
-                    .with_stride([2, 2])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            }),
-            grouped_bn: norm(32),
-            dilated: conv(32, 32, 3, |c| {
-                c.with_dilation([2, 2])
-                    .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
-            }),
-            dilated_bn: norm(32),
-            head: LinearConfig::new(32, 10).init(device),
+            stem_bn: BatchNormConfig::new(1).init(device),
+            body: MobileNet::new(device),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        use Activation::{Hardswish, Relu6, Silu};
-        let x = Relu6.forward(self.stem.forward(x));
         // Burn's BatchNorm on its own, not folded by `forward_norm`.
-        let x = Relu6.forward(self.expand_bn.forward(self.expand.forward(x)));
-        let x = self
-            .depthwise
-            .forward_norm(x, &self.depthwise_bn, None, Relu6);
-        let x = self.grouped.forward_norm(x, &self.grouped_bn, None, Silu);
-        let x = self
-            .dilated
-            .forward_norm(x, &self.dilated_bn, None, Hardswish);
-        self.head
-            .forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
+        let x = Activation::Relu6.forward(self.stem_bn.forward(self.stem.forward(x)));
+        self.body.forward(x)
     }
 }
 
 impl Prunable for UserNet {
     fn prunable_layers(&self, layers: &mut PrunableLayers) {
-        layers
-            .conv("expand", &self.expand)
-            .norm("expand_bn", &self.expand_bn)
-            .activation(Activation::Relu6)
-            .feeds(["depthwise"]);
-        layers
-            .conv("depthwise", &self.depthwise)
-            .norm("depthwise_bn", &self.depthwise_bn)
-            .activation(Activation::Relu6)
-            .feeds(["grouped"]);
-        layers
-            .conv("grouped", &self.grouped)
-            .norm("grouped_bn", &self.grouped_bn)
-            .activation(Activation::Silu)
-            .feeds(["dilated"]);
-        layers
-            .conv("dilated", &self.dilated)
-            .norm("dilated_bn", &self.dilated_bn)
-            .activation(Activation::Hardswish)
-            .feeds(["head"]);
-        layers.linear("head", &self.head);
+        self.body.prunable_layers(layers);
     }
 }
 

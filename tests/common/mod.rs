@@ -5,6 +5,8 @@
 // Each test file uses the helpers it needs.
 #![allow(dead_code)]
 
+pub mod mobilenet;
+
 use std::path::Path;
 
 use texprune::burn::data::dataset::Dataset;
@@ -16,7 +18,8 @@ use texprune::burn::optim::momentum::MomentumConfig;
 use texprune::burn::tensor::{Device, Tensor, TensorData};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
 use texprune::{
-    CostReport, Prunable, PruneError, Pruner, PrunerConfig, Schedule, SkeletonConv2d, Target,
+    CostReport, Prunable, PruneError, Pruner, PrunerConfig, Schedule, SkeletonConv2d,
+    SkeletonConv2dConfig, Target,
 };
 
 pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -107,6 +110,19 @@ pub fn prune_to<M: Prunable>(
         model = pruner.apply_masks(optim.step(rate, model, fit.grads));
     }
     Ok((model, pruner, removed.expect("the controller ran")))
+}
+
+/// A `k × k` skeleton conv `channels = [in, out]` without bias, configured by `configure`
+/// (groups, stride, dilation, padding).
+pub fn skeleton_conv(
+    channels: [usize; 2],
+    k: usize,
+    configure: fn(SkeletonConv2dConfig) -> SkeletonConv2dConfig,
+    device: &Device,
+) -> SkeletonConv2d {
+    configure(SkeletonConv2dConfig::new(channels, [k, k]).with_bias(false))
+        .init(device)
+        .unwrap()
 }
 
 /// Random weights and a skeleton with dead stripes and dead filters (`dead_layer`: every
