@@ -60,7 +60,7 @@ impl Activation {
     /// The activation of a tensor: Burn's own ops, or the forms an ONNX export can record when
     /// `x` is on Burn's capture device.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        if crate::is_capture(&x.device()) {
+        if crate::capture::is_recorded(&x) {
             return self.recorded(x);
         }
         self.forward_eager(x)

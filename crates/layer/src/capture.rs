@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 /// How a stripe-wise (compacted) conv is written to ONNX. Both are exact; docs/deployment.md
 /// has them timed in ONNX Runtime.
@@ -50,6 +50,12 @@ pub fn is_capture(device: &Device) -> bool {
         let _ = device;
         false
     }
+}
+
+/// Whether `x` is being recorded for an export; without the `onnx` feature, false without
+/// asking for its device (the layers' forward passes ask on every call).
+pub(crate) fn is_recorded<const D: usize>(x: &Tensor<D>) -> bool {
+    cfg!(feature = "onnx") && is_capture(&x.device())
 }
 
 /// The form stripe-wise convs are recorded in on this thread ([`with_export_form`]).

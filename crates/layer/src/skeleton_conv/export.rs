@@ -23,7 +23,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, Slice, Tensor, TensorData};
 
-use super::SkeletonConv2d;
+use super::{SkeletonConv2d, stripes};
 use crate::Activation;
 use crate::capture::{ExportForm, export_form};
 use crate::fold::{NormFold, host};
@@ -39,7 +39,8 @@ pub(crate) fn forward(
     let device = input.device();
     let [cout, cin_group, kh, kw] = conv.weight_dims();
     let weight: Vec<f64> = conv.weight.val().into_data().iter::<f64>().collect();
-    let skeleton: Vec<f64> = conv.skeleton.val().into_data().iter::<f64>().collect();
+    let skeleton = stripes::skeleton_values(conv);
+    let layout = stripes::layout_of(conv, &skeleton);
     let bias = conv.bias.as_ref().map(|b| host(b.val()));
     let (scale, shift) = match norm {
         Some(n) => {
@@ -50,14 +51,10 @@ pub(crate) fn forward(
     };
     let filter_size = cin_group * kh * kw;
     let folded = |f: usize, c: usize, i: usize, j: usize| {
-        let w = weight[f * filter_size + (c * kh + i) * kw + j] * skeleton[(f * kh + i) * kw + j];
+        let s = f64::from(skeleton[(f * kh + i) * kw + j]);
+        let w = weight[f * filter_size + (c * kh + i) * kw + j] * s;
         scale.as_ref().map_or(w, |s| w * s[f])
     };
-    let live = |i: usize, j: usize| (0..cout).any(|f| skeleton[(f * kh + i) * kw + j] != 0.0);
-    let positions: Vec<[usize; 2]> = (0..kh)
-        .flat_map(|i| (0..kw).map(move |j| [i, j]))
-        .filter(|&[i, j]| live(i, j))
-        .collect();
     let spec = conv.spec();
     let [_, _, h, w] = input.dims();
     let [(top, bottom), (left, right)] = spec.padding_at([h, w]);
@@ -65,14 +62,14 @@ pub(crate) fn forward(
 
     let stripe_wise = conv.is_stripe_wise();
     let form = export_form();
-    let out = if stripe_wise && form == ExportForm::Stripes && !positions.is_empty() {
+    let out = if stripe_wise && form == ExportForm::Stripes && !layout.positions.is_empty() {
         let [ho, wo] = spec.output_size([h, w]);
         let [sh, sw] = spec.stride;
         let [dh, dw] = spec.dilation;
         let padded = pad(input, [(top, bottom), (left, right)]);
         let options = ConvOptions::new([sh, sw], [0, 0], [1, 1], spec.groups);
         let mut sum = None;
-        for [i, j] in positions {
+        for [i, j] in layout.positions.iter().map(|p| p.offset) {
             let kernel: Vec<f64> = (0..cout)
                 .flat_map(|f| (0..cin_group).map(move |c| (f, c)))
                 .map(|(f, c)| folded(f, c, i, j))
@@ -99,7 +96,7 @@ pub(crate) fn forward(
         // The live box, widened where a crop would need a negative padding; the whole kernel
         // for a dense layer or one without live stripes.
         let [rows, cols] = match stripe_wise {
-            true => live_box(&positions).unwrap_or([0..kh, 0..kw]),
+            true => layout.live_box().unwrap_or([0..kh, 0..kw]),
             false => [0..kh, 0..kw],
         };
         let [dh, dw] = spec.dilation;
@@ -137,15 +134,6 @@ pub(crate) fn forward(
 /// `size − end ≤ after / d`.
 fn widen(range: Range<usize>, size: usize, [before, after]: [usize; 2], d: usize) -> Range<usize> {
     range.start.min(before / d)..range.end.max(size.saturating_sub(after / d))
-}
-
-/// The bounding box of `positions`, `None` when there are none.
-fn live_box(positions: &[[usize; 2]]) -> Option<[Range<usize>; 2]> {
-    let span = |axis: usize| {
-        let along = positions.iter().map(|p| p[axis]);
-        Some(along.clone().min()?..along.max()? + 1)
-    };
-    Some([span(0)?, span(1)?])
 }
 
 /// `x` with zeros added around its spatial axes (unchanged when there are none to add).
@@ -188,11 +176,5 @@ mod tests {
             assert!(r.start <= range.start && r.end >= range.end);
             assert!(pads[0] >= d * r.start && pads[1] >= d * (size - r.end));
         }
-    }
-
-    #[test]
-    fn the_live_box_spans_the_live_positions() {
-        assert_eq!(live_box(&[]), None);
-        assert_eq!(live_box(&[[1, 2], [0, 1]]), Some([0..2, 1..3]));
     }
 }

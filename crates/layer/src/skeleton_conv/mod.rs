@@ -246,7 +246,7 @@ impl SkeletonConv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = input.dims();
         self.observed.lock().input_size = Some([h, w]);
-        if crate::is_capture(&input.device()) {
+        if crate::capture::is_recorded(&input) {
             return export::forward(self, input, None, None, Activation::Identity);
         }
         if input.is_autodiff() {
@@ -283,7 +283,7 @@ impl SkeletonConv2d {
             && residual
                 .as_ref()
                 .is_none_or(|r| r.dims() == [batch, cout, ho, wo]);
-        if fits && crate::is_capture(&input.device()) {
+        if fits && crate::capture::is_recorded(&input) {
             self.observed.lock().input_size = Some([h, w]);
             return export::forward(self, input, Some(norm), residual, activation);
         }

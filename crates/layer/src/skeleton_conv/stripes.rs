@@ -28,7 +28,7 @@ impl SkeletonConv2d {
 }
 
 /// The layout of `conv` whose skeleton is `skeleton` (host copy).
-fn layout_of(conv: &SkeletonConv2d, skeleton: &[f32]) -> StripeLayout {
+pub(super) fn layout_of(conv: &SkeletonConv2d, skeleton: &[f32]) -> StripeLayout {
     StripeLayout::from_skeleton(conv.weight_dims(), conv.bias.is_some(), skeleton)
 }
 
@@ -100,7 +100,7 @@ impl PackCache {
 }
 
 /// `S` on the host, `[Cout·kh·kw]`.
-fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
+pub(super) fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
     conv.skeleton.val().into_data().iter::<f32>().collect()
 }
 
