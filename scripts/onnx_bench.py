@@ -23,35 +23,21 @@ dense ONNX model's time over the compact one's; `MAC ratio` is dense / compact M
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 
-
-def median_ms(runs, f):
-    for _ in range(3):
-        f()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+from onnx_check import median_ms, session  # noqa: E402
 
 
 def ort_ms(path, batch, runs):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    sess = session(path)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 32, 32)).astype(np.float32)
     return median_ms(runs, lambda: sess.run(None, {name: x}))
@@ -97,7 +83,6 @@ def torch_ms(model_name, batch, runs):
         import torch
     except ImportError:
         return None
-    sys.path.insert(0, HERE)
     from torch_anchor import ResNet, Vgg
 
     torch.set_num_threads(2)
