@@ -17,7 +17,8 @@ use texprune::{
 mod common;
 
 use common::mobilenet::{MobileNet, WIDTH};
-use common::{compare, images, tensor};
+use common::{compare, images};
+use texprune::layer::testing::tensor;
 
 /// Random weights, half the stripes dead and a third of the filters; dead filters' norms
 /// zeroed as DTC leaves them, but one in five left a constant channel.

@@ -16,6 +16,7 @@ use texprune::burn::nn::conv::{Conv2d, Conv2dConfig};
 use texprune::burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use texprune::burn::tensor::{Bool, Device, Tensor, TensorData};
 use texprune::data::SplitMix64;
+use texprune::layer::testing::random_input;
 use texprune::onnx::{ExportForm, OnnxError, OnnxExport};
 use texprune::zoo::mobilenet::{MobileNetV2, MobileNetV2Config};
 use texprune::zoo::resnet::{ResNet, ResNetConfig};
@@ -33,13 +34,8 @@ use common::mobilenet::MobileNet;
 
 /// `batch` images of `[c, h, w]`, uniform in `[−2, 2)`.
 fn inputs(batch: usize, [c, h, w]: [usize; 3], seed: u64) -> Tensor<4> {
-    let mut rng = SplitMix64(seed);
-    let n = batch * c * h * w;
-    common::tensor(
-        (0..n).map(|_| rng.range(-2.0, 2.0)).collect(),
-        [batch, c, h, w],
-        &Device::default(),
-    )
+    let device = Device::default();
+    random_input([batch, c, h, w], &mut SplitMix64(seed), &device)
 }
 
 /// The output of the ONNX model `bytes` on `x`, run by tract.
@@ -61,7 +57,7 @@ fn run_tract(bytes: &[u8], x: &Tensor<4>) -> Tensor<2> {
         .expect("tract runs the model");
     let output = outputs[0].to_array_view::<f32>().unwrap();
     let shape: [usize; 2] = output.shape().try_into().expect("logits [batch, classes]");
-    common::tensor(output.iter().copied().collect(), shape, &Device::default())
+    texprune::layer::testing::tensor(output.iter().copied().collect(), shape, &Device::default())
 }
 
 /// Exports `model` (example: batch 1), runs the file in tract on a batch of 3 and compares it

@@ -1,4 +1,4 @@
-//! What the tests of models written here share: tensors from values, random images, random
+//! What the tests of models written here share: random images, random
 //! convs and norms with dead stripes and filters, the comparison of two models' logits, and a
 //! short run of `Pruner::fit` to a target on the shipped Fashion-MNIST split.
 
@@ -10,30 +10,21 @@ pub mod mobilenet;
 use std::path::Path;
 
 use texprune::burn::data::dataset::Dataset;
-use texprune::burn::module::{Param, RunningState};
 use texprune::burn::nn::BatchNorm;
 use texprune::burn::nn::loss::CrossEntropyLossConfig;
 use texprune::burn::optim::SgdConfig;
 use texprune::burn::optim::momentum::MomentumConfig;
-use texprune::burn::tensor::{Device, Tensor, TensorData};
+use texprune::burn::tensor::{Device, Tensor};
 use texprune::data::{ImageBatcher, Normalization, Split, SplitMix64, mnist};
+use texprune::layer::testing::{self, Masking};
 use texprune::{
     CostReport, Prunable, PruneError, Pruner, PrunerConfig, Schedule, SkeletonConv2d,
     SkeletonConv2dConfig, Target,
 };
 
-pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
 /// `batch` 1×28×28 images, uniform in `[−2, 2)`.
 pub fn images(batch: usize, rng: &mut SplitMix64, device: &Device) -> Tensor<4> {
-    let n = batch * 28 * 28;
-    tensor(
-        (0..n).map(|_| rng.range(-2.0, 2.0)).collect(),
-        [batch, 1, 28, 28],
-        device,
-    )
+    testing::random_input([batch, 1, 28, 28], rng, device)
 }
 
 /// `max |a − b| / max |b|`, and whether every row has the same argmax.
@@ -125,52 +116,25 @@ pub fn skeleton_conv(
         .unwrap()
 }
 
-/// Random weights and a skeleton with dead stripes and dead filters (`dead_layer`: every
-/// filter); returns which filters are dead.
+/// Random weights and a skeleton with half the stripes and 30 % of the filters dead (`dead_layer`:
+/// every filter), through `texprune::layer::testing`; returns which filters are dead.
 pub fn randomize_conv(
     conv: &mut SkeletonConv2d,
     rng: &mut SplitMix64,
     dead_layer: bool,
 ) -> Vec<bool> {
-    let device = conv.weight.val().device();
-    let [cout, cin, kh, kw] = conv.weight_dims();
-    let bound = (3.0 / (cin * kh * kw) as f32).sqrt();
-    let weight = (0..cout * cin * kh * kw)
-        .map(|_| rng.range(-bound, bound))
-        .collect();
-    let mut dead = vec![false; cout];
-    let mut skeleton = Vec::new();
-    for d in dead.iter_mut() {
-        let filter_dead = dead_layer || rng.chance(0.3);
-        let row: Vec<f32> = (0..kh * kw)
-            .map(|_| match filter_dead || rng.chance(0.5) {
-                true => 0.0,
-                false => rng.range(0.5, 1.5),
-            })
-            .collect();
-        *d = row.iter().all(|v| *v == 0.0);
-        skeleton.extend(row);
-    }
-    conv.weight = Param::from_tensor(tensor(weight, [cout, cin, kh, kw], &device));
-    conv.skeleton = Param::from_tensor(tensor(skeleton, [cout, kh, kw], &device));
-    dead
+    let layer = if dead_layer { 1.0 } else { 0.0 };
+    let masking = Masking {
+        stripe: 0.5,
+        filter: 0.3,
+        layer,
+    };
+    testing::randomize_conv(conv, masking, rng)
 }
 
-/// Random BatchNorm statistics; `zeroed` channels get `γ = β = 0` (as DTC leaves dead
-/// filters), except one in five, which stays a constant channel.
+/// Random BatchNorm statistics (`texprune::layer::testing`); `zeroed` channels get `γ = β = 0`
+/// (as DTC leaves dead filters), except one in five, which stays a constant channel.
 pub fn randomize_norm(norm: &mut BatchNorm, zeroed: &[bool], rng: &mut SplitMix64) {
-    let device = norm.gamma.val().device();
-    let [c] = norm.gamma.dims();
-    let mut draw = |lo, hi| (0..c).map(|_| rng.range(lo, hi)).collect::<Vec<f32>>();
-    let (mut gamma, mut beta) = (draw(0.5, 1.5), draw(-0.5, 0.5));
-    let (mean, var) = (draw(-0.5, 0.5), draw(0.5, 2.0));
-    for f in 0..c {
-        if zeroed.get(f) == Some(&true) && !rng.chance(0.2) {
-            (gamma[f], beta[f]) = (0.0, 0.0);
-        }
-    }
-    norm.gamma = Param::from_tensor(tensor(gamma, [c], &device));
-    norm.beta = Param::from_tensor(tensor(beta, [c], &device));
-    norm.running_mean = RunningState::new(tensor(mean, [c], &device));
-    norm.running_var = RunningState::new(tensor(var, [c], &device));
+    let zeroed: Vec<bool> = zeroed.iter().map(|&z| z && !rng.chance(0.2)).collect();
+    testing::randomize_norm(norm, &zeroed, rng);
 }
