@@ -35,6 +35,8 @@ fn randomize_all(m: &mut MobileNet, rng: &mut SplitMix64) {
         (&mut m.project, &mut m.project_bn),
         (&mut m.grouped, &mut m.grouped_bn),
         (&mut m.dilated, &mut m.dilated_bn),
+        (&mut m.side, &mut m.side_bn),
+        (&mut m.fuse, &mut m.fuse_bn),
     ] {
         randomize(conv, norm, rng);
     }
@@ -51,15 +53,25 @@ fn grouped_depthwise_and_dilated_convs_compact_exactly() {
         let x = images(6, &mut rng, &device);
         let (err, same) = compare(compacted.forward(x.clone()), model.forward(x));
         assert!(err <= 1e-5 && same, "seed {seed}: relative error {err}");
-        // Grouped convs keep their channels and lose their dead stripes; the dilated conv,
-        // read by the head only, loses its silent channels and the head its rows.
+        // The 4-group conv keeps its channels and loses its dead stripes; the depthwise conv
+        // loses the channels the expand conv loses (its channel c reads channel c only), one
+        // group per channel left; the dilated and side convs lose their dead channels and
+        // the fuse conv the slices of its concatenated input; the fuse conv, read by the head
+        // only, loses its silent channels and the head its rows.
+        assert_eq!(compacted.grouped.weight_dims()[0], 4 * WIDTH, "seed {seed}");
+        let kept = compacted.expand.weight_dims()[0];
+        assert_eq!(compacted.depthwise.weight_dims(), [kept, 1, 3, 3]);
+        assert_eq!(compacted.depthwise.groups(), kept);
+        assert_eq!(compacted.project.in_channels(), kept);
         for conv in [&compacted.depthwise, &compacted.grouped, &compacted.expand] {
-            assert_eq!(conv.weight_dims()[0], 4 * WIDTH, "seed {seed}");
             assert!(conv.is_stripe_wise());
         }
         let live = compacted.depthwise.stripe_layout().live_stripes();
         assert!(live < 4 * WIDTH * 9, "seed {seed}: {live} live stripes");
-        let kept = compacted.dilated.weight_dims()[0];
+        let concatenated = compacted.dilated.weight_dims()[0] + compacted.side.weight_dims()[0];
+        assert!(concatenated < 6 * WIDTH, "seed {seed}");
+        assert_eq!(compacted.fuse.in_channels(), concatenated, "seed {seed}");
+        let kept = compacted.fuse.weight_dims()[0];
         assert_eq!(compacted.head.weight.dims(), [kept, 10], "seed {seed}");
         // The cost counts the depthwise conv's stripes at one weight each.
         let cost = CostReport::of_model(&compacted).unwrap();
@@ -142,9 +154,18 @@ impl Prunable for Miswired {
         layers
             .conv("dilated", &n.dilated)
             .norm("dilated_bn", &n.dilated_bn)
-            .activation(dilated_activation)
+            .activation(dilated_activation);
+        layers
+            .conv("side", &n.side)
+            .norm("side_bn", &n.side_bn)
+            .relu();
+        layers
+            .conv("fuse", &n.fuse)
+            .norm("fuse_bn", &n.fuse_bn)
+            .relu()
             .feeds(["head"]);
         layers.linear("head", &n.head);
+        layers.concat("fuse", ["dilated", "side"]);
     }
 }
 
@@ -224,7 +245,8 @@ fn a_wrong_activation_is_found_by_the_output_check() {
         }
         other => panic!("{:?}", other.map(|_| ())),
     }
-    // Declared right, the same weights compact, checked, with the dilated channel kept.
+    // Declared right, the same weights compact, checked: the dilated channel carries
+    // hardswish(−1) = −1/3, which the 1×1 fuse conv folds into its norm.
     let right = Miswired {
         mistake: ACROSS_THE_DEPTHWISE,
         ..model
@@ -282,8 +304,12 @@ fn the_zoos_mobilenet_v2_is_counted_and_compacted_exactly_through_fit() {
         "removed {:.1} % of the FLOPs",
         100.0 * removed
     );
+    // The controller counted at its last control step; the model trained on under fixed masks
+    // after it, and which dead channels are exactly zero or a folded constant follows the norms'
+    // trained values (a run in parallel with other tests takes another trajectory: 0.984904
+    // against 0.984738 seen), so the count agrees to 0.1 point, not exactly.
     assert!(
-        (controller - removed).abs() <= 1e-4,
+        (controller - removed).abs() <= 1e-3,
         "controller {controller:.6}, report {removed:.6}"
     );
     let depthwise = |f: fn(&SkeletonConv2d) -> usize| -> usize {

@@ -9,8 +9,9 @@ use texprune::burn::tensor::{Device, Tensor};
 use texprune::{Activation, Prunable, PrunableLayers, SkeletonConv2d};
 
 /// stem (3×3, ReLU6) → expand (1×1, ReLU6) → depthwise (3×3, ReLU6) → project (1×1) + stem →
-/// grouped (3×3, 4 groups, stride 2, SiLU) → dilated (3×3, dilation 2, Hardswish) → global
-/// pool → linear.
+/// grouped (3×3, 4 groups, stride 2, SiLU) → dilated (3×3, dilation 2, Hardswish), beside it
+/// side (1×1, stride 2, ReLU) on the same input → fuse (1×1, ReLU) on the concatenation
+/// [dilated, side] → global pool → linear.
 #[derive(Module, Debug)]
 pub struct MobileNet {
     pub stem: SkeletonConv2d,
@@ -25,6 +26,10 @@ pub struct MobileNet {
     pub grouped_bn: BatchNorm,
     pub dilated: SkeletonConv2d,
     pub dilated_bn: BatchNorm,
+    pub side: SkeletonConv2d,
+    pub side_bn: BatchNorm,
+    pub fuse: SkeletonConv2d,
+    pub fuse_bn: BatchNorm,
     pub head: Linear,
 }
 
@@ -59,12 +64,16 @@ impl MobileNet {
                     .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
             }),
             dilated_bn: norm(4 * w),
+            side: conv(w, 2 * w, 1, |c| c.with_stride([2, 2])),
+            side_bn: norm(2 * w),
+            fuse: conv(6 * w, 4 * w, 1, |c| c),
+            fuse_bn: norm(4 * w),
             head: LinearConfig::new(4 * w, 10).init(device),
         }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        use Activation::{Hardswish, Identity, Relu6, Silu};
+        use Activation::{Hardswish, Identity, Relu, Relu6, Silu};
         let x = self.stem.forward_norm(x, &self.stem_bn, None, Relu6);
         let y = self
             .expand
@@ -75,10 +84,14 @@ impl MobileNet {
         let x = self
             .project
             .forward_norm(y, &self.project_bn, Some(x), Identity);
+        let side = self.side.forward_norm(x.clone(), &self.side_bn, None, Relu);
         let x = self.grouped.forward_norm(x, &self.grouped_bn, None, Silu);
         let x = self
             .dilated
             .forward_norm(x, &self.dilated_bn, None, Hardswish);
+        let x = self
+            .fuse
+            .forward_norm(Tensor::cat(vec![x, side], 1), &self.fuse_bn, None, Relu);
         self.head
             .forward(adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3))
     }
@@ -86,7 +99,8 @@ impl MobileNet {
 
 impl Prunable for MobileNet {
     fn prunable_layers(&self, layers: &mut PrunableLayers) {
-        // The stem and the project conv write the residual stream: no declared readers.
+        // The stem and the project conv write the residual stream (which the 4-group conv
+        // reads, so its channels stay).
         layers
             .conv("stem", &self.stem)
             .norm("stem_bn", &self.stem_bn)
@@ -112,8 +126,18 @@ impl Prunable for MobileNet {
         layers
             .conv("dilated", &self.dilated)
             .norm("dilated_bn", &self.dilated_bn)
-            .activation(Activation::Hardswish)
+            .activation(Activation::Hardswish);
+        layers
+            .conv("side", &self.side)
+            .norm("side_bn", &self.side_bn)
+            .relu();
+        layers
+            .conv("fuse", &self.fuse)
+            .norm("fuse_bn", &self.fuse_bn)
+            .relu()
             .feeds(["head"]);
         layers.linear("head", &self.head);
+        layers.residual_stream("stream", ["stem", "project"], ["expand", "grouped", "side"]);
+        layers.concat("fuse", ["dilated", "side"]);
     }
 }

@@ -13,7 +13,8 @@ pub fn output_size(
 }
 
 /// The geometry of one convolution: `x [N, Cin, H, W] ⊛ W [Cout, Cin, kh, kw] → y [N, Cout, Ho,
-/// Wo]` with symmetric zero padding.
+/// Wo]` with symmetric zero padding and dilation (tap `(i, j)` reads input row
+/// `s·y − p + d·i`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     /// `[N, Cin, H, W]`.
@@ -24,6 +25,8 @@ pub struct Geometry {
     pub stride: [usize; 2],
     /// `[ph, pw]`, before and after each axis.
     pub padding: [usize; 2],
+    /// `[dh, dw]`: kernel taps `d` apart.
+    pub dilation: [usize; 2],
     /// `[Ho, Wo]`, from [`output_size`].
     pub output: [usize; 2],
 }
@@ -44,8 +47,21 @@ impl Geometry {
             weight,
             stride,
             padding,
+            dilation: [1, 1],
             output: output_size([h, w], [kh, kw], stride, padding),
         }
+    }
+
+    /// This geometry with the kernel taps `dilation` apart: the kernel reaches `d·(k − 1) + 1`
+    /// rows and columns, and the output size follows.
+    #[must_use]
+    pub fn with_dilation(mut self, dilation: [usize; 2]) -> Self {
+        let [_, _, h, w] = self.input;
+        let [_, _, kh, kw] = self.weight;
+        let reach = [dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1];
+        self.dilation = dilation;
+        self.output = output_size([h, w], reach, self.stride, self.padding);
+        self
     }
 
     /// Floats of one input image, `Cin · H · W`.
@@ -74,5 +90,8 @@ mod tests {
         let g = Geometry::new([2, 3, 8, 6], [4, 3, 3, 3], [1, 1], [0, 0]);
         assert_eq!(g.output, [6, 4]);
         assert_eq!((g.input_len(), g.output_len()), (144, 96));
+        // Dilation 2: a 3×3 kernel reaches 5×5.
+        let g = Geometry::new([1, 1, 9, 9], [1, 1, 3, 3], [1, 1], [2, 2]).with_dilation([2, 2]);
+        assert_eq!(g.output, [9, 9]);
     }
 }

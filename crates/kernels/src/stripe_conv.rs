@@ -342,9 +342,11 @@ fn add_rows(
     let [_, _, h, w] = g.input;
     let [ho, wo] = g.output;
     let [ph, pw] = g.padding.map(|p| p as isize);
+    let [dh, dw] = g.dilation.map(|d| d as isize);
     let mut row = 0;
     for position in &plan.positions {
         let [i, j] = position.offset.map(|o| o as isize);
+        let [i, j] = [i * dh, j * dw];
         for &f in &position.filters {
             add_shifted(
                 &mut out[f * ho * wo..(f + 1) * ho * wo],
@@ -389,9 +391,11 @@ fn strided_positions(
     let [ho, wo] = g.output;
     let [sh, sw] = g.stride;
     let [ph, pw] = g.padding.map(|p| p as isize);
+    let [dh, dw] = g.dilation.map(|d| d as isize);
     let mut row = 0;
     for position in &plan.positions {
         let [i, j] = position.offset.map(|o| o as isize);
+        let [i, j] = [i * dh, j * dw];
         for c in 0..cin {
             for y in 0..ho {
                 let iy = (y * sh) as isize + i - ph;

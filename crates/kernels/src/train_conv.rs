@@ -229,6 +229,7 @@ impl Geometry {
                 weight: [cin, cout, kh, kw],
                 stride: [1, 1],
                 padding: [kh - 1 - ph, kw - 1 - pw],
+                dilation: [1, 1],
                 output: [h, w],
             };
             return transposed.forward(dy, &flipped);
@@ -465,6 +466,7 @@ mod tests {
                 weight,
                 stride: [1, 1],
                 padding,
+                dilation: [1, 1],
                 output,
             };
             assert_eq!(output[1], w, "{input:?} {weight:?}: the flat path applies");

@@ -16,9 +16,13 @@ impl ConvShape {
         let cin = layer.in_channels();
         let channels = [plan.inputs.len(), plan.kept.len()];
         let live_stripes = plan.live_stripes();
+        let mut spec = layer.spec.clone();
+        if layer.is_depthwise() {
+            spec.groups = plan.kept.len();
+        }
         Self {
             channels,
-            spec: layer.spec.clone(),
+            spec,
             bias: layer.bias.is_some(),
             live_stripes,
             stripe_wise: layer.stripe_wise
@@ -42,7 +46,7 @@ impl PlannedLayers {
                 .linears()
                 .iter()
                 .zip(&plan.linears)
-                .map(|(linear, rows)| (linear.name.clone(), rows.len()))
+                .map(|(linear, plan)| (linear.name.clone(), plan.rows.len()))
                 .collect(),
         }
     }
@@ -72,9 +76,9 @@ impl CostReport {
         }
         let mut report =
             report.ok_or(ModelError::Declaration("the model declares no conv".into()))?;
-        for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
+        for (linear, planned) in layers.linears().iter().zip(&plan.linears) {
             let [_, d_out] = linear.weight.dims();
-            report.linear_layer(&linear.name, rows.len(), d_out, linear.bias);
+            report.linear_layer(&linear.name, planned.rows.len(), d_out, linear.bias);
         }
         Ok(report)
     }

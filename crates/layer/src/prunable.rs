@@ -137,7 +137,10 @@ impl PrunableLayer {
     /// stand (max or average pooling, dropout).
     ///
     /// With the list complete, compaction removes the channels of dead filters whose output is
-    /// exactly zero, with their BatchNorm entries and the consumers' input slices (METHOD §5).
+    /// exactly zero (or a constant every reader absorbs), with their BatchNorm entries and the
+    /// consumers' input slices (METHOD §5, docs/compaction.md). A reader that takes several
+    /// convs' outputs concatenated is declared with [`PrunableLayers::concat`], a tensor that
+    /// several convs add into with [`PrunableLayers::residual_stream`].
     pub fn feeds<S: Into<String>>(&mut self, consumers: impl IntoIterator<Item = S>) -> &mut Self {
         self.consumers.extend(consumers.into_iter().map(Into::into));
         self
@@ -151,6 +154,13 @@ impl PrunableLayer {
     /// Input channels `Cin`.
     pub fn in_channels(&self) -> usize {
         self.weight_dims()[1] * self.spec.groups
+    }
+
+    /// Whether the conv is depthwise (`groups = Cin = Cout`): its channel `c` reads only input
+    /// channel `c`, so its channels go with its input's (and its groups with its channels).
+    pub fn is_depthwise(&self) -> bool {
+        let [cout, per_filter, ..] = self.weight_dims();
+        self.spec.groups > 1 && per_filter == 1 && cout == self.spec.groups
     }
 }
 
@@ -166,6 +176,23 @@ pub struct PrunableLinear {
     pub weight_id: ParamId,
     /// Whether it has a bias.
     pub bias: bool,
+    /// The bias `[d_out]` and its id, if it has one (compaction folds the constant channels it
+    /// stops reading into it).
+    pub bias_param: Option<(Tensor<1>, ParamId)>,
+}
+
+/// A residual stream (declared with [`PrunableLayers::residual_stream`]): a tensor that convs
+/// write into by addition (`x ← act(x + bn(conv(…)))`, the first writer setting it) and that
+/// layers read whole. Its channel `c` is exactly zero when every writer's channel `c` is zero
+/// before the activation, and then it goes from every writer and every reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResidualStream {
+    /// A name for reports (`layer1`).
+    pub name: String,
+    /// The convs whose outputs (after their norms) are added into the stream, by name.
+    pub writers: Vec<String>,
+    /// The convs and linear layers that read the stream as their whole input, by name.
+    pub readers: Vec<String>,
 }
 
 /// The prunable layers of a model, in forward order, filled by [`Prunable::prunable_layers`].
@@ -173,6 +200,11 @@ pub struct PrunableLinear {
 pub struct PrunableLayers {
     layers: Vec<PrunableLayer>,
     linears: Vec<PrunableLinear>,
+    /// `(reader, sources)`: a layer whose input is the concatenation of convs' outputs.
+    concats: Vec<(String, Vec<String>)>,
+    streams: Vec<ResidualStream>,
+    /// Set by [`with_readers_of`](Self::with_readers_of): only this conv's channels may go.
+    pub(crate) only: Option<usize>,
 }
 
 impl PrunableLayers {
@@ -206,7 +238,60 @@ impl PrunableLayers {
             weight: linear.weight.val(),
             weight_id: linear.weight.id,
             bias: linear.bias.is_some(),
+            bias_param: linear.bias.as_ref().map(|b| (b.val(), b.id)),
         });
+    }
+
+    /// Declares that the layer `reader` (a declared conv or linear layer) reads the
+    /// concatenation, along channels and in this order, of the outputs of the declared convs
+    /// `sources` (`torch.cat([a, b], dim=1)` → `["a", "b"]`): its input channel `o_k + c` is
+    /// channel `c` of the `k`-th source, `o_k` the channels of the sources before it. Between
+    /// a source and the concatenation only per-channel operations may stand (pooling,
+    /// upsampling, dropout). A DenseNet layer, a U-Net decoder conv after its skip connection,
+    /// an Inception-style merge.
+    ///
+    /// With it compaction removes a source's dead channels from the reader's input slices, at
+    /// their offsets; a source need not also name the reader in [`PrunableLayer::feeds`].
+    pub fn concat<S: Into<String>>(
+        &mut self,
+        reader: impl Into<String>,
+        sources: impl IntoIterator<Item = S>,
+    ) {
+        let sources = sources.into_iter().map(Into::into).collect();
+        self.concats.push((reader.into(), sources));
+    }
+
+    /// Declares a residual stream: the convs `writers` add their outputs (after their norms)
+    /// into one tensor, `x ← act(x + bn(conv(…)))` with `act(0) = 0` (every [`Activation`]), the
+    /// first writer setting it; the convs and linear layers `readers` read that tensor whole
+    /// (a ResNet stage: the stem or the projection shortcut and every block's last conv write,
+    /// every block's first conv and the next stage's shortcut or the classifier read).
+    ///
+    /// A stream channel is exactly zero when every writer's channel is zero before the
+    /// activation (a dead filter whose coupled norm DTC zeroed); compaction then removes it from
+    /// every writer, every norm and every reader. Identity shortcuts need no declaration: they
+    /// carry the stream.
+    pub fn residual_stream<S: Into<String>, R: Into<String>>(
+        &mut self,
+        name: impl Into<String>,
+        writers: impl IntoIterator<Item = S>,
+        readers: impl IntoIterator<Item = R>,
+    ) {
+        self.streams.push(ResidualStream {
+            name: name.into(),
+            writers: writers.into_iter().map(Into::into).collect(),
+            readers: readers.into_iter().map(Into::into).collect(),
+        });
+    }
+
+    /// The declared concatenations, `(reader, sources)`.
+    pub fn concats(&self) -> &[(String, Vec<String>)] {
+        &self.concats
+    }
+
+    /// The declared residual streams.
+    pub fn streams(&self) -> &[ResidualStream] {
+        &self.streams
     }
 
     /// The convs, in the order they were declared.
@@ -229,16 +314,29 @@ impl PrunableLayers {
         self.layers.is_empty()
     }
 
-    /// This declaration with the readers of every conv but the `index`-th cleared: only that
-    /// conv's channels can be removed (compaction's check uses it to find a faulty declaration).
+    /// This declaration with only the channels of the `index`-th conv removable (and those tied
+    /// to them: its depthwise readers', its residual stream's), as compaction's check uses it to
+    /// find a faulty declaration.
     pub(crate) fn with_readers_of(&self, index: usize) -> Self {
-        let mut alone = self.clone();
-        for (i, layer) in alone.layers.iter_mut().enumerate() {
-            if i != index {
-                layer.consumers.clear();
-            }
+        Self {
+            only: Some(index),
+            ..self.clone()
         }
-        alone
+    }
+
+    /// Whether the `index`-th conv declares who reads its output (its [`feeds`](PrunableLayer::feeds),
+    /// a concatenation or a residual stream it is part of).
+    pub(crate) fn declares_readers(&self, index: usize) -> bool {
+        let Some(layer) = self.layers.get(index) else {
+            return false;
+        };
+        let name = &layer.name;
+        !layer.consumers.is_empty()
+            || self
+                .concats
+                .iter()
+                .any(|(_, sources)| sources.contains(name))
+            || self.streams.iter().any(|s| s.writers.contains(name))
     }
 
     /// The convs, consumed.

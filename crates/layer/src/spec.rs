@@ -84,13 +84,21 @@ impl ConvSpec {
     }
 
     /// The symmetric padding `[ph, pw]` on an `[h, w]` input when the conv is plain — one
-    /// group, no dilation, as much padding after as before — which is what the host kernels
-    /// take; `None` otherwise (those convs run on Burn's own convolution).
+    /// group, no dilation, as much padding after as before — which is what the host training
+    /// kernels take; `None` otherwise (those convs train on Burn's own convolution).
     #[must_use]
     pub fn host_padding(&self, input: [usize; 2]) -> Option<[usize; 2]> {
+        self.stripe_padding(input)
+            .filter(|_| self.dilation == [1, 1])
+    }
+
+    /// The symmetric padding `[ph, pw]` on an `[h, w]` input when the host stripe kernel runs
+    /// the conv — one group, as much padding after as before, any dilation; `None` otherwise
+    /// (a compacted grouped conv runs on Burn's own convolution).
+    #[must_use]
+    pub fn stripe_padding(&self, input: [usize; 2]) -> Option<[usize; 2]> {
         let [(top, bottom), (left, right)] = self.padding_at(input);
-        (self.groups == 1 && self.dilation == [1, 1] && top == bottom && left == right)
-            .then_some([top, left])
+        (self.groups == 1 && top == bottom && left == right).then_some([top, left])
     }
 }
 
@@ -159,5 +167,7 @@ mod tests {
         let mut dilated = ConvSpec::new([3, 3]);
         dilated.dilation = [2, 1];
         assert_eq!(dilated.host_padding([8, 8]), None);
+        assert_eq!(dilated.stripe_padding([8, 8]), Some([0, 0]));
+        assert_eq!(grouped.stripe_padding([8, 8]), None);
     }
 }

@@ -132,7 +132,7 @@ pub(crate) fn culprits<M: Prunable, const DI: usize, const DO: usize>(
     layers
         .iter()
         .enumerate()
-        .filter(|(_, layer)| !layer.consumers.is_empty())
+        .filter(|(index, _)| layers.declares_readers(*index))
         .filter(|(index, _)| {
             let alone = layers.with_readers_of(*index);
             // A plan that cannot be made alone says nothing about this conv.

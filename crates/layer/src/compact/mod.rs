@@ -23,7 +23,7 @@ pub mod check;
 pub mod plan;
 mod rewrite;
 
-pub use plan::{CompactionPlan, ConvPlan, LayerState, Wiring};
+pub use plan::{CompactionPlan, ConvPlan, LayerState, LinearPlan, Wiring};
 pub use texprune_kernels::{StripeLayout, StripePosition};
 
 use burn::tensor::Tensor;

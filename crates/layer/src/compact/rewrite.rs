@@ -30,17 +30,38 @@ impl Rewrite {
         let mut rewrite = Self::default();
         for (layer, conv) in layers.iter().zip(&plan.convs) {
             let device = layer.weight.device();
-            let [_, _, kh, kw] = layer.weight_dims();
+            let [cout, _, kh, kw] = layer.weight_dims();
             let kept = index_tensor(&conv.kept, &device);
-            let inputs = index_tensor(&conv.inputs, &device);
             // W ⊙ S folded; the skeleton becomes the 0/1 indicator of the live stripes, so the
             // dense product W' ⊙ S' is still the masked model's weight.
-            let weight = (layer.weight.clone() * layer.skeleton.clone().unsqueeze_dim(1))
-                .select(0, kept.clone());
-            // A grouped conv keeps all its channels, and its weight holds `Cin / groups` per
-            // filter (the plan's rule).
+            let folded_weight = layer.weight.clone() * layer.skeleton.clone().unsqueeze_dim(1);
+            // The constants of removed input channels, `δ_f = Σ c · Σ_ij (W ⊙ S)[f, ch, i, j]`
+            // (the plan folds only into one-group convs).
+            let shift = (!conv.folded.is_empty()).then(|| {
+                let (channels, constants): (Vec<usize>, Vec<f64>) =
+                    conv.folded.iter().copied().unzip();
+                let taps = folded_weight
+                    .clone()
+                    .select(1, index_tensor(&channels, &device))
+                    .sum_dim(3)
+                    .sum_dim(2)
+                    .reshape([cout, channels.len()]);
+                let constants = Tensor::<1>::from_data(
+                    TensorData::new(
+                        constants.iter().map(|&c| c as f32).collect(),
+                        [channels.len()],
+                    ),
+                    (&device, layer.weight.dtype()),
+                );
+                (taps * constants.unsqueeze_dim(0))
+                    .sum_dim(1)
+                    .reshape([cout])
+            });
+            let weight = folded_weight.select(0, kept.clone());
+            // A one-group conv loses its removed input channels; a depthwise conv reads one
+            // channel per filter, and a grouped conv keeps all its channels (the plan's rule).
             let weight = match layer.spec.groups {
-                1 => weight.select(1, inputs),
+                1 => weight.select(1, index_tensor(&conv.inputs, &device)),
                 _ => weight,
             };
             let live: Vec<f32> = conv.live.iter().map(|&l| f32::from(u8::from(l))).collect();
@@ -50,14 +71,25 @@ impl Rewrite {
             );
             rewrite.insert(layer.weight_id, weight);
             rewrite.insert(layer.skeleton_id, skeleton);
+            // The shift goes into the bias, or, without one, into the norm's running mean
+            // (`bn(y + δ) = bn'(y)` with `μ' = μ − δ`).
+            let mut shift_left = shift;
             if let Some((bias, id)) = &layer.bias {
-                rewrite.insert(*id, bias.clone().select(0, kept.clone()));
+                let bias = match shift_left.take() {
+                    Some(delta) => bias.clone() + delta,
+                    None => bias.clone(),
+                };
+                rewrite.insert(*id, bias.select(0, kept.clone()));
             }
             if let Some(norm) = &layer.norm {
+                let mean = match shift_left.take() {
+                    Some(delta) => norm.running_mean.clone() - delta,
+                    None => norm.running_mean.clone(),
+                };
                 for (value, id) in [
                     (&norm.gamma, norm.gamma_id),
                     (&norm.beta, norm.beta_id),
-                    (&norm.running_mean, norm.running_mean_id),
+                    (&mean, norm.running_mean_id),
                     (&norm.running_var, norm.running_var_id),
                 ] {
                     rewrite.insert(id, value.clone().select(0, kept.clone()));
@@ -65,11 +97,26 @@ impl Rewrite {
             }
             rewrite.markers.push(layer.execution_id);
         }
-        for (linear, rows) in layers.linears().iter().zip(&plan.linears) {
+        for (linear, planned) in layers.linears().iter().zip(&plan.linears) {
             let device = linear.weight.device();
+            let [_, d_out] = linear.weight.dims();
+            if let Some((bias, id)) = &linear.bias_param
+                && !planned.folded.is_empty()
+            {
+                // `b_o += c · Σ_rows W[row, o]` over each removed constant channel's rows.
+                let mut bias = bias.clone();
+                for &(first, rows, constant) in &planned.folded {
+                    let rows = linear.weight.clone().slice([first..first + rows, 0..d_out]);
+                    bias = bias + rows.sum_dim(0).reshape([d_out]) * constant;
+                }
+                rewrite.insert(*id, bias);
+            }
             rewrite.insert(
                 linear.weight_id,
-                linear.weight.clone().select(0, index_tensor(rows, &device)),
+                linear
+                    .weight
+                    .clone()
+                    .select(0, index_tensor(&planned.rows, &device)),
             );
         }
         rewrite

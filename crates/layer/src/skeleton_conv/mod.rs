@@ -85,7 +85,8 @@ pub struct SkeletonConv2d {
     pub stride: [usize; 2],
     /// Dilation `[dh, dw]`.
     pub dilation: [usize; 2],
-    /// Channel groups.
+    /// Channel groups as built; [`groups`](Self::groups) is what the layer computes with (a
+    /// depthwise conv that compaction narrowed has one group per kept channel).
     pub groups: usize,
     /// Zero padding.
     #[module(skip)]
@@ -339,14 +340,27 @@ impl SkeletonConv2d {
             kernel_size: [kh, kw],
             stride: self.stride,
             dilation: self.dilation,
-            groups: self.groups,
+            groups: self.groups(),
             padding: self.padding.clone(),
+        }
+    }
+
+    /// The channel groups the layer computes with: the built `groups`, except for a depthwise
+    /// conv (one input channel per filter and `groups = Cin = Cout` as built), which compaction
+    /// may narrow to fewer channels: its groups follow its filters, `min(groups, Cout)`. A
+    /// grouped conv with a channel multiplier (`Cout = m·groups`, `m > 1`) keeps `Cout ≥ groups`
+    /// and its groups.
+    pub fn groups(&self) -> usize {
+        let [cout, per_filter, ..] = self.weight_dims();
+        match per_filter {
+            1 => self.groups.min(cout),
+            _ => self.groups,
         }
     }
 
     /// Input channels `Cin` (the weight holds `Cin / groups` per filter).
     pub fn in_channels(&self) -> usize {
-        self.weight_dims()[1] * self.groups
+        self.weight_dims()[1] * self.groups()
     }
 
     /// `[Cout, Cin / groups, kh, kw]`.
@@ -406,7 +420,7 @@ impl ModuleDisplay for SkeletonConv2d {
             .add("kernel_size", &format!("{:?}", [kh, kw]))
             .add("stride", &format!("{:?}", self.stride))
             .add("dilation", &format!("{:?}", self.dilation))
-            .add("groups", &self.groups)
+            .add("groups", &self.groups())
             .add("padding", &format!("{:?}", self.padding))
             .add("stripe_wise", &self.is_stripe_wise())
             .optional()

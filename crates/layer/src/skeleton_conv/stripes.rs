@@ -105,8 +105,9 @@ pub(super) fn skeleton_values(conv: &SkeletonConv2d) -> Vec<f32> {
 }
 
 /// The stripe-wise forward pass of `conv`: through the host CPU kernel for f32 inputs on the
-/// CPU backends when the conv is plain ([`ConvSpec::host_padding`](crate::ConvSpec::host_padding)),
-/// through one backend conv over the live positions elsewhere ([`forward_device`]). It computes `W ⊙ S` on the live stripes,
+/// CPU backends when the conv has one group and symmetric padding
+/// ([`ConvSpec::stripe_padding`](crate::ConvSpec::stripe_padding)), through one backend conv over
+/// the live positions elsewhere ([`forward_device`]). It computes `W ⊙ S` on the live stripes,
 /// so it equals the dense pass for any weight and skeleton (compaction folds `S` into `W` and
 /// leaves a 0/1 skeleton).
 ///
@@ -129,12 +130,14 @@ pub(crate) fn forward_with(
     activation: Activation,
 ) -> Tensor<4> {
     let [_, _, h, w] = input.dims();
-    if let Some(padding) = conv.spec().host_padding([h, w])
+    if let Some(padding) = conv.spec().stripe_padding([h, w])
         && runs_on_host(&input)
         && residual.as_ref().is_none_or(runs_on_host)
     {
         let (layout, weights) = conv.packed.get(conv);
-        let geometry = layout.geometry(input.dims(), conv.stride, padding);
+        let geometry = layout
+            .geometry(input.dims(), conv.stride, padding)
+            .with_dilation(conv.dilation);
         let epilogue = epilogue(conv, norm, activation);
         let out = forward_host(&layout, &weights, input, geometry, &epilogue, residual);
         return match epilogue.relu || activation == Activation::Identity {
