@@ -8,11 +8,10 @@
 //! cargo bench --bench modern_compact
 //! ```
 
-use std::time::Instant;
-
 use texprune::burn::tensor::{Device, Tensor};
 use texprune::data::SplitMix64;
 use texprune::{CostReport, compact};
+use texprune_tools::perf::median_ms;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,20 +21,6 @@ use common::mobilenet::MobileNet;
 // As in the `perf` example (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Median of `runs` timings of `f`, in milliseconds, after one warm-up call.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
-}
 
 fn main() {
     let device = Device::default();

@@ -8,8 +8,9 @@ use burn::tensor::{Device, Tensor, Transaction};
 use serde::{Deserialize, Serialize};
 use texprune_cdp::{Cdp, CdpConfig, CdpState};
 use texprune_dtc::{
-    DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule,
+    DtcConfig, DtcState, LayerMasks, LayerValues, ThresholdContainer, ThresholdRule, couple_groups,
 };
+use texprune_layer::compact::Wiring;
 use texprune_layer::{CostReport, ModelError, Prunable, PrunableLayer};
 
 use crate::PruneError;
@@ -41,6 +42,14 @@ pub struct PrunerConfig {
     pub target: Option<Target>,
     /// Warm-up, pruning and fine-tuning phases. None: every step prunes, as in the paper.
     pub schedule: Option<Schedule>,
+    /// Coupled channel pruning (opt-in): channels that compaction can only remove together —
+    /// a declared residual stream's channel in every writer, a depthwise conv's channel with its
+    /// producer's ([`Wiring::coupled_channels`](texprune_layer::compact::Wiring::coupled_channels))
+    /// — are masked together: the group dies when its members' mean DTC strength
+    /// `max |S_f| / T_f` is at most 1 ([`texprune_dtc::couple_groups`]). With the per-filter
+    /// rule only. docs/compaction.md, "Coupled pruning".
+    #[config(default = false)]
+    pub coupled_channels: bool,
 }
 
 impl PrunerConfig {
@@ -115,6 +124,13 @@ impl PrunerConfig {
                 }
                 Some(_) => {}
             }
+        }
+        if self.coupled_channels && self.dtc.rule != ThresholdRule::PerFilter {
+            return Err(PruneError::Budget(format!(
+                "coupled channel pruning scores groups by DTC's per-filter thresholds; the {:?} \
+                 rule has none",
+                self.dtc.rule
+            )));
         }
         Ok(())
     }
@@ -447,8 +463,9 @@ impl Pruner {
             if let Some(delta) = self.ramped_threshold() {
                 self.set_threshold(delta)?;
             }
-            self.control_threshold(snapshot, model)?;
-            self.threshold_layers(&snapshot.layers);
+            let groups = self.coupled_groups(snapshot)?;
+            self.control_threshold(snapshot, model, &groups)?;
+            self.threshold_layers(&snapshot.layers, &groups);
         }
         if let Some(masses) = masses {
             self.cdp.commit(masses);
@@ -464,6 +481,7 @@ impl Pruner {
         &mut self,
         snapshot: &Snapshot,
         model: &M,
+        groups: &[Vec<(usize, usize)>],
     ) -> Result<(), PruneError> {
         let (Some(target), Some(schedule)) = (&self.config.target, &self.config.schedule) else {
             return Ok(());
@@ -493,7 +511,7 @@ impl Pruner {
             |delta| match delta {
                 None => probe.measure(|_| None),
                 Some(delta) => {
-                    let masks = self.preview(&snapshot.layers, delta);
+                    let masks = self.preview(&snapshot.layers, delta, groups);
                     probe.measure(|index| masks[index].as_ref())
                 }
             },
@@ -503,16 +521,48 @@ impl Pruner {
         Ok(())
     }
 
-    /// The masks DTC would give each thresholded layer with base threshold `delta`.
-    fn preview(&self, layers: &[PrunableLayer], delta: f64) -> Vec<Option<LayerMasks>> {
-        layers
+    /// The masks DTC would give each thresholded layer with base threshold `delta`, coupled
+    /// `groups` masked whole.
+    fn preview(
+        &self,
+        layers: &[PrunableLayer],
+        delta: f64,
+        groups: &[Vec<(usize, usize)>],
+    ) -> Vec<Option<LayerMasks>> {
+        let mut masks: Vec<Option<LayerMasks>> = layers
             .iter()
             .enumerate()
             .map(|(index, l)| {
                 l.thresholded
                     .then(|| self.dtc.preview(index, self.values(l), delta))
             })
-            .collect()
+            .collect();
+        if !groups.is_empty() {
+            couple_groups(&mut masks, &skeletons(layers), groups);
+        }
+        masks
+    }
+
+    /// With [`PrunerConfig::coupled_channels`], the coupled channel groups of the declaration as
+    /// `(pruner layer, filter)` lists: those whose every member is a thresholded layer (empty
+    /// otherwise).
+    fn coupled_groups(&self, snapshot: &Snapshot) -> Result<Vec<Vec<(usize, usize)>>, PruneError> {
+        if !self.config.coupled_channels {
+            return Ok(Vec::new());
+        }
+        let wiring = Wiring::resolve(&snapshot.declaration)?;
+        let layer_of =
+            |declared: usize| snapshot.index[declared].filter(|&l| snapshot.layers[l].thresholded);
+        Ok(wiring
+            .coupled_channels()
+            .into_iter()
+            .filter_map(|group| {
+                group
+                    .into_iter()
+                    .map(|(declared, f)| layer_of(declared).map(|l| (l, f)))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .collect())
     }
 
     /// The DTC step alone (METHOD §4): recomputes every thresholded layer's thresholds and masks
@@ -527,17 +577,31 @@ impl Pruner {
         grads: &mut GradientsParams,
     ) -> Result<(), PruneError> {
         let snapshot = self.snapshot(model)?;
-        self.threshold_layers(&snapshot.layers);
+        let groups = self.coupled_groups(&snapshot)?;
+        self.threshold_layers(&snapshot.layers, &groups);
         self.mask_layers(&snapshot.layers, grads);
         Ok(())
     }
 
     /// The DTC step on `layers`' skeletons: new thresholds and masks for every thresholded
-    /// layer.
-    fn threshold_layers(&mut self, layers: &[PrunableLayer]) {
+    /// layer, coupled `groups` masked whole.
+    fn threshold_layers(&mut self, layers: &[PrunableLayer], groups: &[Vec<(usize, usize)>]) {
         for (index, layer) in layers.iter().enumerate().filter(|(_, l)| l.thresholded) {
             let values = self.values(layer);
             self.dtc.update(index, values);
+        }
+        if groups.is_empty() {
+            return;
+        }
+        let mut masks: Vec<Option<LayerMasks>> = (0..layers.len())
+            .map(|i| self.dtc.masks(i).cloned())
+            .collect();
+        if couple_groups(&mut masks, &skeletons(layers), groups) > 0 {
+            for (index, m) in masks.into_iter().enumerate() {
+                if let Some(m) = m {
+                    self.dtc.set_masks(index, m);
+                }
+            }
         }
     }
 
@@ -724,6 +788,11 @@ impl Pruner {
 }
 
 /// Reads the loss and the penalty (0 when absent) in one transaction.
+/// The layers' skeletons, outside autodiff.
+fn skeletons(layers: &[PrunableLayer]) -> Vec<Tensor<3>> {
+    layers.iter().map(|l| l.skeleton.clone().detach()).collect()
+}
+
 fn read_scalars(loss: Tensor<1>, penalty: Option<Tensor<1>>) -> (f64, f64) {
     let mut tx = Transaction::default().register(loss.detach());
     if let Some(p) = &penalty {

@@ -480,3 +480,60 @@ fn contradicting_declarations_are_typed_errors() {
         }
     }
 }
+
+/// Sets every skeleton row of `conv` to `rows[f]` (all `kh·kw` entries).
+fn uniform_rows(conv: &mut SkeletonConv2d, rows: &[f32]) {
+    let [cout, kh, kw] = conv.skeleton.dims();
+    let values = rows.iter().flat_map(|&a| vec![a; kh * kw]).collect();
+    conv.skeleton = Param::from_tensor(testing::tensor(values, [cout, kh, kw], &Device::default()));
+}
+
+/// One DTC step at δ = 0.5 on the inverted-residual network whose stream channel 2 is strong in
+/// the stem (strength `max |S_f| / T_f` = 1.5) and weak in the projection (0.2), every other
+/// filter at strength ≈ 2: alone, only the projection's filter dies and the stream keeps the
+/// channel; coupled, the group's mean strength 0.85 ≤ 1 kills both and compaction removes it.
+#[test]
+fn coupled_pruning_masks_a_stream_channel_in_every_writer() {
+    use texprune::burn::optim::GradientsParams;
+    use texprune::{CdpConfig, DtcConfig, Pruner, PrunerConfig};
+    let mut net = Inverted::new(50);
+    let mut stem = vec![1.0; W];
+    stem[2] = 0.858;
+    let mut project = vec![1.0; W];
+    project[2] = 0.3;
+    uniform_rows(&mut net.stem, &stem);
+    uniform_rows(&mut net.project, &project);
+    uniform_rows(&mut net.expand, &[1.0; 4 * W]);
+    uniform_rows(&mut net.depthwise, &[1.0; 4 * W]);
+    uniform_rows(&mut net.mix, &[1.0; 2 * W]);
+    for coupled in [false, true] {
+        let config = PrunerConfig::new(CdpConfig::new(), DtcConfig::new().with_threshold(0.5))
+            .with_coupled_channels(coupled);
+        let mut pruner = Pruner::new(config).unwrap();
+        pruner
+            .threshold_step(&net, &mut GradientsParams::new())
+            .unwrap();
+        let masked = pruner.apply_masks(net.clone());
+        let c = compact_exactly(&masked, Inverted::forward);
+        let alive = |name: &str| {
+            let l = pruner.layers(&net).unwrap();
+            let i = l.iter().position(|l| l.name == name).unwrap();
+            let m = pruner.container().masks(i).unwrap().alive.clone();
+            m.into_data().iter::<bool>().filter(|&a| a).count()
+        };
+        match coupled {
+            false => {
+                assert_eq!((alive("stem"), alive("project")), (W, W - 1));
+                assert_eq!(c.stem.weight_dims()[0], W);
+            }
+            true => {
+                assert_eq!((alive("stem"), alive("project")), (W - 1, W - 1));
+                assert_eq!(c.stem.weight_dims()[0], W - 1);
+                assert_eq!(c.project.weight_dims()[0], W - 1);
+                assert_eq!(c.mix.in_channels(), W - 1);
+            }
+        }
+        // The depthwise pairs are coupled too, all strong: no expand channel dies.
+        assert_eq!(c.expand.weight_dims()[0], 4 * W, "coupled {coupled}");
+    }
+}

@@ -172,6 +172,15 @@ impl ThresholdContainer {
         }
     }
 
+    /// Puts `masks` in force for layer `index` (masks from [`preview`](Self::preview) changed
+    /// elsewhere, as [`couple_groups`](crate::couple_groups) does).
+    pub fn set_masks(&mut self, index: usize, masks: LayerMasks) {
+        if self.layers.len() <= index {
+            self.layers.resize(index + 1, None);
+        }
+        self.layers[index] = Some(masks);
+    }
+
     /// The masks of layer `index` in force, if it was updated or loaded.
     pub fn masks(&self, index: usize) -> Option<&LayerMasks> {
         self.layers.get(index).and_then(Option::as_ref)

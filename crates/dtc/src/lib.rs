@@ -20,10 +20,12 @@
 
 mod config;
 mod container;
+mod coupling;
 mod masks;
 
 pub use config::{DtcConfig, DtcError, ThresholdRule};
 pub use container::{DtcState, LayerMasks, LayerValues, ThresholdContainer};
+pub use coupling::{couple_groups, filter_strengths};
 pub use masks::{
     alive_filters, filter_norms, filter_thresholds, global_thresholds, mask_stripes,
     skeleton_norms, smallest_norm_thresholds, stripe_mask,

@@ -81,6 +81,11 @@ pub struct MobileNetV2Config {
     /// Dropout before the classifier (training only).
     #[config(default = 0.2)]
     pub dropout: f64,
+    /// Declare the residual streams (opt-in; docs/compaction.md, "Coupled pruning"): the
+    /// projections that write into a stage's stream and the convs that read it, so that a
+    /// stream channel dead in every writer is removed. Without it the stream keeps its channels.
+    #[config(default = false)]
+    pub residual_streams: bool,
 }
 
 impl MobileNetV2Config {
@@ -153,6 +158,7 @@ impl MobileNetV2Config {
             last: ConvNorm::new(cin, last_width, 1, 1, 1, device)?,
             dropout: DropoutConfig::new(self.dropout).init(),
             classifier: LinearConfig::new(last_width, self.num_classes).init(device),
+            residual_streams: self.residual_streams,
         })
     }
 }
@@ -252,6 +258,10 @@ pub struct MobileNetV2 {
     pub dropout: Dropout,
     /// The linear classifier on the pooled features.
     pub classifier: Linear,
+    /// Whether the declaration names the residual streams
+    /// ([`MobileNetV2Config::residual_streams`]).
+    #[module(skip)]
+    pub residual_streams: bool,
 }
 
 impl MobileNetV2 {
@@ -382,12 +392,100 @@ impl Prunable for MobileNetV2 {
                 .feeds(readers);
         }
         layers.linear("classifier.1", &self.classifier);
+        if self.residual_streams {
+            for (s, (writers, readers)) in streams(&named).into_iter().enumerate() {
+                layers.residual_stream(format!("stream{}", s + 1), writers, readers);
+            }
+        }
     }
+}
+
+/// The residual streams of `named` as `(writers, readers)`: a stream starts at the conv whose
+/// output the next residual block adds (a stage's first projection), gains each residual
+/// block's projection as a writer and its first conv as a reader, and ends at the conv after
+/// its last block.
+fn streams(named: &[Named<'_>]) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut done = Vec::new();
+    let mut open: Option<(Vec<String>, Vec<String>)> = None;
+    for (k, n) in named.iter().enumerate() {
+        if n.input_added
+            && let Some(stream) = &mut open
+        {
+            stream.1.push(n.conv.clone());
+        }
+        if n.adds_residual
+            && let Some(stream) = &mut open
+        {
+            stream.0.push(n.conv.clone());
+        }
+        let next_adds = named.get(k + 1).is_some_and(|next| next.input_added);
+        let writes = open.as_ref().is_some_and(|s| s.0.contains(&n.conv));
+        if next_adds && open.is_none() {
+            open = Some((vec![n.conv.clone()], Vec::new()));
+        } else if writes
+            && !next_adds
+            && let Some(mut stream) = open.take()
+        {
+            let reader = match named.get(k + 1) {
+                Some(next) => next.conv.clone(),
+                None => "classifier.1".into(),
+            };
+            stream.1.push(reader);
+            done.push(stream);
+        }
+    }
+    done
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With `residual_streams`, one stream per run of residual blocks. At CIFAR width 0.25 the
+    /// stem and the first three blocks are 8 channels wide at stride 1, so the first stream
+    /// starts at the stem and its first reader is block 1's depthwise conv (block 1 has no
+    /// expand); the 8-, 16-, 24- and 40-channel stages after a stride or a widening each open
+    /// one at their first projection: five streams. The declaration resolves.
+    #[test]
+    fn mobilenet_v2_declares_its_residual_streams() {
+        let device = burn::tensor::Device::default();
+        let model = MobileNetV2Config::cifar()
+            .with_width_mult(0.25)
+            .with_residual_streams(true)
+            .init(&device)
+            .unwrap();
+        let layers = model.collect_prunable();
+        let streams = layers.streams();
+        assert_eq!(streams.len(), 5);
+        assert_eq!(
+            streams[0].writers,
+            [
+                "features.0.0",
+                "features.1.conv.1",
+                "features.2.conv.2",
+                "features.3.conv.2"
+            ]
+        );
+        assert_eq!(
+            streams[0].readers,
+            [
+                "features.1.conv.0.0",
+                "features.2.conv.0.0",
+                "features.3.conv.0.0",
+                "features.4.conv.0.0"
+            ]
+        );
+        assert_eq!(
+            streams[1].writers,
+            [
+                "features.4.conv.2",
+                "features.5.conv.2",
+                "features.6.conv.2"
+            ]
+        );
+        assert_eq!(streams[4].readers.last().unwrap(), "features.17.conv.0.0");
+        texprune_layer::compact::Wiring::resolve(&layers).unwrap();
+    }
 
     #[test]
     fn widths_follow_torchvisions_rounding() {

@@ -100,6 +100,13 @@ pub struct ResNetConfig {
     /// has `Some(8)`).
     #[config(default = "None")]
     pub base_width: Option<usize>,
+    /// Declare the residual streams (opt-in; docs/compaction.md, "Coupled pruning"): every
+    /// conv writing a stage's stream (the stem, each block's last conv, the projection
+    /// shortcuts, then thresholded too) gets its norm coupled, and the stream its writers and
+    /// readers, so that a stream channel dead in every writer is removed. Without it (the
+    /// reference's rule) the stream keeps its channels.
+    #[config(default = false)]
+    pub residual_streams: bool,
 }
 
 impl ResNetConfig {
@@ -274,6 +281,7 @@ impl ResNetConfig {
             blocks,
             fc: LinearConfig::new(cin, self.num_classes).init(device),
             stage_blocks: layout.stage_blocks,
+            residual_streams: self.residual_streams,
         })
     }
 }
@@ -355,6 +363,9 @@ pub struct ResNet {
     /// Blocks in each stage.
     #[module(skip)]
     pub stage_blocks: Vec<usize>,
+    /// Whether the declaration names the residual streams ([`ResNetConfig::residual_streams`]).
+    #[module(skip)]
+    pub residual_streams: bool,
 }
 
 impl ResNet {
@@ -399,7 +410,14 @@ impl ResNet {
 
 impl Prunable for ResNet {
     fn prunable_layers(&self, layers: &mut PrunableLayers) {
-        layers.conv("conv1", &self.conv1);
+        let streams = self.residual_streams;
+        let stem = layers.conv("conv1", &self.conv1);
+        if streams {
+            stem.norm("bn1", &self.bn1).relu();
+        }
+        // The stream being written: its writers and readers.
+        let mut stream = (vec!["conv1".to_string()], Vec::new());
+        let mut done = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let path = self.block_path(i);
             let last = block.convs.len() - 1;
@@ -410,15 +428,32 @@ impl Prunable for ResNet {
                         .norm(format!("{path}.bn{}", k + 1), norm)
                         .relu()
                         .feeds([format!("{path}.conv{}", k + 2)]);
+                } else if streams {
+                    layer.norm(format!("{path}.bn{}", k + 1), norm).relu();
                 }
             }
+            stream.1.push(format!("{path}.conv1"));
             if let Some(s) = &block.shortcut {
-                layers
-                    .conv(format!("{path}.downsample.0"), &s.conv)
-                    .not_thresholded();
+                let name = format!("{path}.downsample.0");
+                let layer = layers.conv(name.clone(), &s.conv);
+                if streams {
+                    layer.norm(format!("{path}.downsample.1"), &s.norm);
+                } else {
+                    layer.not_thresholded();
+                }
+                stream.1.push(name.clone());
+                done.push(std::mem::replace(&mut stream, (vec![name], Vec::new())));
             }
+            stream.0.push(format!("{path}.conv{}", last + 1));
         }
         layers.linear("fc", &self.fc);
+        if streams {
+            stream.1.push("fc".into());
+            done.push(stream);
+            for (s, (writers, readers)) in done.into_iter().enumerate() {
+                layers.residual_stream(format!("stream{}", s + 1), writers, readers);
+            }
+        }
     }
 
     fn costed(&self) -> Option<&dyn Costed> {
@@ -505,6 +540,45 @@ mod tests {
         );
         let coupled = layers.iter().filter(|l| l.norm.is_some()).count();
         assert_eq!(coupled, 9);
+    }
+
+    /// With `residual_streams`, each stage's stream: the stem or the projection shortcut and
+    /// every block's last conv write it, every block's first conv and the next stage's
+    /// shortcut (or the classifier) read it; the declaration resolves.
+    #[test]
+    fn resnet20_declares_its_residual_streams() {
+        let device = burn::tensor::Device::default();
+        let model = ResNetConfig::cifar(20)
+            .with_residual_streams(true)
+            .init(&device)
+            .unwrap();
+        let layers = model.collect_prunable();
+        let streams = layers.streams();
+        assert_eq!(streams.len(), 3);
+        assert_eq!(
+            streams[0].writers,
+            [
+                "conv1",
+                "layer1.0.conv2",
+                "layer1.1.conv2",
+                "layer1.2.conv2"
+            ]
+        );
+        assert_eq!(
+            streams[0].readers,
+            [
+                "layer1.0.conv1",
+                "layer1.1.conv1",
+                "layer1.2.conv1",
+                "layer2.0.conv1",
+                "layer2.0.downsample.0"
+            ]
+        );
+        assert_eq!(streams[1].writers[0], "layer2.0.downsample.0");
+        assert_eq!(streams[2].readers.last().unwrap(), "fc");
+        let wiring = texprune_layer::compact::Wiring::resolve(&layers).unwrap();
+        // Every stream channel is one coupled group (16 + 32 + 64); no inner channel is.
+        assert_eq!(wiring.coupled_channels().len(), 112);
     }
 
     #[test]

@@ -234,6 +234,16 @@ enum Source {
     Stream(usize),
 }
 
+impl Source {
+    /// The conv whose output channels this source is (a stream's: its first writer's).
+    fn conv(self, streams: &[Vec<usize>]) -> usize {
+        match self {
+            Source::Conv(p) => p,
+            Source::Stream(s) => streams[s][0],
+        }
+    }
+}
+
 /// Who reads a conv's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
@@ -452,10 +462,7 @@ impl Wiring {
         };
         let conv_inputs = flatten(inputs.convs);
         let linear_inputs = flatten(inputs.linears);
-        let width = |source: Source| match source {
-            Source::Conv(p) => convs[p].weight_dims()[0],
-            Source::Stream(s) => convs[streams[s][0]].weight_dims()[0],
-        };
+        let width = |source: Source| convs[source.conv(&streams)].weight_dims()[0];
         let describe = |sources: &[Source]| -> String {
             let names: Vec<String> = sources
                 .iter()
@@ -547,12 +554,10 @@ impl Wiring {
         let mut classes = Classes((0..total).collect());
         let mut fixed_channel = vec![false; total];
         // The channel (of a conv's output) that input channel `c` of `sources` is.
+        let width = |source: Source| convs[source.conv(&streams)].weight_dims()[0];
         let channel_of = |sources: &[Source], mut c: usize| -> usize {
             for &source in sources {
-                let (p, width) = match source {
-                    Source::Conv(p) => (p, convs[p].weight_dims()[0]),
-                    Source::Stream(s) => (streams[s][0], convs[streams[s][0]].weight_dims()[0]),
-                };
+                let (p, width) = (source.conv(&streams), width(source));
                 if c < width {
                     return offsets[p] + c;
                 }
@@ -571,14 +576,7 @@ impl Wiring {
             } else if layer.spec.groups > 1 {
                 // Grouped: its channels and its inputs' stay.
                 own.clone().for_each(|c| fixed_channel[c] = true);
-                for c in 0..sources
-                    .iter()
-                    .map(|&s| match s {
-                        Source::Conv(p) => convs[p].weight_dims()[0],
-                        Source::Stream(s) => convs[streams[s][0]].weight_dims()[0],
-                    })
-                    .sum()
-                {
+                for c in 0..sources.iter().map(|&s| width(s)).sum() {
                     fixed_channel[channel_of(sources, c)] = true;
                 }
             }
@@ -604,7 +602,8 @@ impl Wiring {
         }
         if let Some(only) = layers.only {
             let cout = convs.get(only).map_or(0, |l| l.weight_dims()[0]);
-            let free: Vec<usize> = (0..cout).map(|f| class[offsets[only] + f]).collect();
+            let free: std::collections::HashSet<usize> =
+                (0..cout).map(|f| class[offsets[only] + f]).collect();
             for (k, fixed) in fixed.iter_mut().enumerate() {
                 *fixed |= !free.contains(&k);
             }
@@ -623,6 +622,33 @@ impl Wiring {
         }
     }
 
+    /// The channels that can only go together across several convs — a residual stream's
+    /// channel in every writer, a depthwise conv's channel with its producer's — as
+    /// `(declared conv, filter)` lists, one per such class (classes that must stay are left
+    /// out). A pruner that masks a class whole (`PrunerConfig::coupled_channels`) is what lets
+    /// compaction remove it.
+    #[must_use]
+    pub fn coupled_channels(&self) -> Vec<Vec<(usize, usize)>> {
+        let mut members: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+        for i in 0..self.offsets.len() {
+            for c in self.channels(i) {
+                let class = self.class[c];
+                if !self.fixed[class] {
+                    members
+                        .entry(class)
+                        .or_default()
+                        .push((i, c - self.offsets[i]));
+                }
+            }
+        }
+        let mut classes: Vec<(usize, Vec<(usize, usize)>)> = members
+            .into_iter()
+            .filter(|(_, m)| m.iter().any(|&(i, _)| i != m[0].0))
+            .collect();
+        classes.sort_unstable_by_key(|(class, _)| *class);
+        classes.into_iter().map(|(_, m)| m).collect()
+    }
+
     /// The output channels of conv `i`, as indices among all of them.
     fn channels(&self, i: usize) -> core::ops::Range<usize> {
         let end = self.offsets.get(i + 1).copied().unwrap_or(self.class.len());
@@ -634,10 +660,7 @@ impl Wiring {
         sources
             .iter()
             .flat_map(|&source| {
-                let p = match source {
-                    Source::Conv(p) => p,
-                    Source::Stream(s) => self.streams[s][0],
-                };
+                let p = source.conv(&self.streams);
                 self.channels(p).map(move |c| (p, c - self.offsets[p]))
             })
             .collect()
