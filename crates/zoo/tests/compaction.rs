@@ -225,3 +225,66 @@ fn host_max_pool_equals_burns() {
         assert_eq!(host, expected, "size {size}");
     }
 }
+
+/// Zeroes filter `f` of `conv` and its norm's `γ`, `β` (a dead filter as DTC leaves it).
+fn kill_filter(conv: &mut SkeletonConv2d, norm: &mut burn::nn::BatchNorm, f: usize) {
+    let [cout, kh, kw] = conv.skeleton.dims();
+    let row = |t: Tensor<3>| {
+        t.slice_assign(
+            [f..f + 1, 0..kh, 0..kw],
+            Tensor::zeros([1, kh, kw], &Device::default()),
+        )
+    };
+    conv.skeleton = Param::from_tensor(row(conv.skeleton.val()));
+    let zero = |t: Tensor<1>| t.slice_assign(f..f + 1, Tensor::zeros([1], &Device::default()));
+    norm.gamma = Param::from_tensor(zero(norm.gamma.val()));
+    norm.beta = Param::from_tensor(zero(norm.beta.val()));
+    assert!(f < cout);
+}
+
+/// A ResNet-20 that declares its residual streams, with channel 3 dead in every writer of the
+/// first stream (the stem and each first-stage block's last conv) and channel 5 dead in all but
+/// one writer of the second: the first stream loses channel 3 in every writer, norm and reader
+/// (the first stage's first convs, the second stage's first conv and shortcut), exactly; the
+/// second keeps its width.
+#[test]
+fn a_resnet_stream_channel_dead_in_every_writer_is_removed() {
+    let device = Device::default();
+    let mut rng = Rng(7);
+    let config = ResNetConfig::cifar(20).with_residual_streams(true);
+    let mut model = randomize_resnet(config.init(&device).unwrap(), MASKINGS[2], &mut rng);
+    kill_filter(&mut model.conv1, &mut model.bn1, 3);
+    for block in &mut model.blocks[..3] {
+        let (conv, norm) = (
+            block.convs.last_mut().unwrap(),
+            block.norms.last_mut().unwrap(),
+        );
+        kill_filter(conv, norm, 3);
+    }
+    for block in &mut model.blocks[4..6] {
+        let (conv, norm) = (
+            block.convs.last_mut().unwrap(),
+            block.norms.last_mut().unwrap(),
+        );
+        kill_filter(conv, norm, 5);
+    }
+    let compact = compact_unchecked(model.clone()).unwrap();
+    let x = input([2, 3, 32, 32], &mut rng, &device);
+    let err = relative_error(compact.forward(x.clone()), model.forward(x));
+    assert!(err <= 1e-5, "relative error {err}");
+    assert_eq!(compact.conv1.weight_dims()[0], 15);
+    assert_eq!(compact.bn1.gamma.dims(), [15]);
+    for block in &compact.blocks[..3] {
+        assert_eq!(block.convs[0].in_channels(), 15);
+        assert_eq!(block.convs[1].weight_dims()[0], 15);
+    }
+    let stage2 = &compact.blocks[3];
+    assert_eq!(stage2.convs[0].in_channels(), 15);
+    assert_eq!(stage2.shortcut.as_ref().unwrap().conv.in_channels(), 15);
+    assert_eq!(stage2.shortcut.as_ref().unwrap().conv.weight_dims()[0], 32);
+    // Without the streams declared, every stream keeps its channels.
+    let mut plain = model;
+    plain.residual_streams = false;
+    let compact = compact_unchecked(plain).unwrap();
+    assert_eq!(compact.conv1.weight_dims()[0], 16);
+}
