@@ -186,12 +186,11 @@ where
     let flops = |m: &M| CostReport::of_model(m).map(|r| r.flops() as f64);
     let removed = 1.0 - flops(&compact)? / flops(&fresh)?;
     let stages = channels_per_stage(&compact, &fresh);
-    let streams: Vec<usize> = compact
-        .collect_prunable()
+    let layers = compact.collect_prunable();
+    let streams: Vec<usize> = layers
         .streams()
         .iter()
         .map(|s| {
-            let layers = compact.collect_prunable();
             let writer = layers.iter().find(|l| l.name == s.writers[0]);
             writer.map_or(0, |l| l.weight_dims()[0])
         })

@@ -667,6 +667,17 @@ impl Wiring {
     }
 }
 
+/// The input channels filter `f` of `layer` reads: those of its group.
+fn group_inputs(layer: &PrunableLayer, f: usize) -> core::ops::Range<usize> {
+    let groups = layer.spec.groups.max(1);
+    let (cin_g, cout_g) = (
+        layer.in_channels() / groups,
+        layer.weight_dims()[0] / groups,
+    );
+    let group = f / cout_g.max(1);
+    group * cin_g..(group + 1) * cin_g
+}
+
 /// What a channel carries after its conv, norm and activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Value {
@@ -808,19 +819,13 @@ impl CompactionPlan {
                     .map(|&(p, c)| values[wiring.offsets[p] + c])
                     .collect(),
             };
-            let groups = layer.spec.groups.max(1);
-            let (cin_g, cout_g) = (cin / groups, cout / groups);
             let mut live = vec![false; cout * area];
             for f in 0..cout {
-                let group = f / cout_g.max(1);
-                let reads = !unused[index]
-                    && inputs[group * cin_g..(group + 1) * cin_g]
-                        .iter()
-                        .any(|v| !v.is_zero());
+                let group_inputs = &inputs[group_inputs(layer, f)];
+                let reads = !unused[index] && group_inputs.iter().any(|v| !v.is_zero());
                 for k in 0..area {
                     live[f * area + k] = reads && state.stripes[f * area + k];
                 }
-                let group_inputs = &inputs[group * cin_g..(group + 1) * cin_g];
                 let silent = !live[f * area..(f + 1) * area].iter().any(|&l| l) && !state.bias[f];
                 let value = state.silent_value[f];
                 values.push(match (silent && value.is_finite(), &state.taps) {
@@ -845,7 +850,6 @@ impl CompactionPlan {
         unused: &[bool],
         values: &[Value],
     ) -> Vec<bool> {
-        let total = wiring.class.len();
         let mut removed: Vec<bool> = wiring.fixed.iter().map(|&f| !f).collect();
         for i in 0..convs.len() {
             let state = &states[i];
@@ -886,7 +890,6 @@ impl CompactionPlan {
                 removed[wiring.class[channels.start]] = false;
             }
         }
-        debug_assert_eq!(removed.len(), total);
         removed
     }
 
@@ -945,11 +948,12 @@ impl CompactionPlan {
                 .map(|c| c - wiring.offsets[i])
                 .collect()
         };
-        // The kept input channels of `sources` and the constants of the removed ones.
-        let inputs_of = |sources: &[Source]| -> (Vec<usize>, Vec<(usize, f64)>) {
+        // The kept input channels among `channels` (a layer's input, `(conv, channel)` each) and
+        // the constants of the removed ones.
+        let inputs_of = |channels: &[(usize, usize)]| -> (Vec<usize>, Vec<(usize, f64)>) {
             let mut kept = Vec::new();
             let mut folded = Vec::new();
-            for (index, (p, c)) in wiring.input_channels(sources).into_iter().enumerate() {
+            for (index, &(p, c)) in channels.iter().enumerate() {
                 let channel = wiring.offsets[p] + c;
                 if !removed[wiring.class[channel]] {
                     kept.push(index);
@@ -970,30 +974,22 @@ impl CompactionPlan {
                 let area = kh * kw;
                 let kept = kept_of(i);
                 let sources = &wiring.conv_inputs[i];
+                let channels = wiring.input_channels(sources);
                 let (inputs, folded) = match sources.as_slice() {
                     [] => ((0..layer.in_channels()).collect(), Vec::new()),
-                    sources => inputs_of(sources),
+                    _ => inputs_of(&channels),
                 };
                 // A filter whose group keeps no input channel that varies computes nothing:
-                // the constants it read are folded into the bias.
-                let cin = layer.in_channels();
-                let groups = layer.spec.groups.max(1);
-                let (cin_g, cout_g) = (cin / groups, (layer.weight_dims()[0] / groups).max(1));
-                let channels = match sources.as_slice() {
-                    [Source::Conv(_), ..] => Some(wiring.input_channels(sources)),
-                    _ => None,
-                };
-                let reads = |f: usize| match &channels {
-                    None => true,
-                    Some(channels) => {
-                        let group = f / cout_g;
-                        channels[group * cin_g..(group + 1) * cin_g]
-                            .iter()
-                            .any(|&(p, c)| {
-                                let channel = wiring.offsets[p] + c;
-                                !removed[wiring.class[channel]] && !values[channel].is_zero()
-                            })
+                // the constants it read are folded into the bias. (A stream's channels, and
+                // undeclared inputs, count as varying.)
+                let reads = |f: usize| match sources.as_slice() {
+                    [Source::Conv(_), ..] => {
+                        channels[group_inputs(layer, f)].iter().any(|&(p, c)| {
+                            let channel = wiring.offsets[p] + c;
+                            !removed[wiring.class[channel]] && !values[channel].is_zero()
+                        })
                     }
+                    _ => true,
                 };
                 ConvPlan {
                     live: kept
@@ -1029,9 +1025,9 @@ impl CompactionPlan {
                         folded: Vec::new(),
                     };
                 }
-                let (kept, folded) = inputs_of(sources);
-                let channels = wiring.input_channels(sources).len();
-                let area = d_in / channels;
+                let channels = wiring.input_channels(sources);
+                let (kept, folded) = inputs_of(&channels);
+                let area = d_in / channels.len();
                 LinearPlan {
                     rows: kept
                         .iter()
